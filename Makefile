@@ -1,0 +1,46 @@
+# One command surface for people and CI (.ci/run calls `make test`).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install install-system services test test-fast lint bench-eval clean help
+
+help:
+	@echo "make install         virtualenv in $(VENV) with hpcq and its dev tools"
+	@echo "make test            install what is missing, check services, run the whole suite"
+	@echo "make lint            ruff and mypy --strict"
+	@echo "make bench-eval      evaluation-engine benchmark -> bench/results/"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The core and dev tools only: never a bare `torch` (several GB of CUDA wheels).
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# System packages the sandbox needs (Debian). Needs root; harmless when already there.
+install-system:
+	@bash ops/install-system.sh
+
+services:
+	@bash ops/check-services.sh
+
+test: install install-system services
+	$(PY) -m pytest -q -ra
+
+test-fast: install
+	$(PY) -m pytest -q -ra -m "not slow and not broker"
+
+lint: install
+	$(VENV)/bin/ruff check hpcq bridges tests bench
+	$(VENV)/bin/ruff format --check hpcq bridges tests bench
+	$(VENV)/bin/mypy
+
+bench-eval: install install-system
+	$(PY) bench/bench_eval.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

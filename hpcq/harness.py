@@ -1,0 +1,138 @@
+"""The trusted side of an evaluation: building the judge and runner, and running the judge.
+
+The judge (kernels/harness/judge.c + the family's judge file) is a trusted C program
+outside the sandbox. It owns the inputs, the timing and the verification, starts the
+sandboxed runner, and prints one JSON verdict. It is built once per node and harness
+version into `work_dir/harness/<hash>/`, readable but not writable by sandboxed uids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpcq import procs
+from hpcq.errors import InfraError
+from hpcq.problems import Problem
+
+HARNESS_CFLAGS = ("-O2", "-march=native", "-std=gnu11", "-Wall")
+_BUILD_TIMEOUT_S = 120.0
+_locks: dict[str, asyncio.Lock] = {}
+
+
+def secure_dir(path: Path, mode: int = 0o755) -> Path:
+    """Create `path` owned by us with `mode`; refuse one somebody else planted."""
+    path.mkdir(parents=True, exist_ok=True, mode=mode)
+    st = path.lstat()
+    if path.is_symlink() or st.st_uid != os.geteuid():
+        raise InfraError(f"{path} is not a directory owned by uid {os.geteuid()}: remove it")
+    if st.st_mode & 0o777 != mode:
+        path.chmod(mode)
+    return path
+
+
+async def compiler_version(cc: str) -> str:
+    done = await procs.run([cc, "--version"], timeout_s=30)
+    if done.returncode != 0:
+        raise InfraError(f"compiler {cc!r} does not run: {done.text(300)}")
+    return done.stdout.decode(errors="replace").splitlines()[0]
+
+
+@dataclass(frozen=True)
+class HarnessBinaries:
+    judge: Path
+    runner: Path
+    digest: str  # part of the result-cache key: a new harness re-measures everything
+
+
+def _digest(problem: Problem, cc_version: str) -> str:
+    h = hashlib.sha256()
+    h.update(cc_version.encode())
+    h.update(repr(HARNESS_CFLAGS).encode())
+    headers = sorted(problem.judge_sources[0].parent.glob("*.h"))
+    for src in (*problem.sources, *headers):
+        h.update(src.name.encode())
+        h.update(src.read_bytes())
+    return h.hexdigest()[:16]
+
+
+async def build(problem: Problem, cc: str, work_dir: Path) -> HarnessBinaries:
+    """Build (or reuse) the family's judge and runner; safe across processes."""
+    version = await compiler_version(cc)
+    digest = _digest(problem, version)
+    target = secure_dir(secure_dir(work_dir) / "harness") / f"{problem.family}-{digest}"
+    lock = _locks.setdefault(str(target), asyncio.Lock())
+    async with lock:
+        if not (target / "runner").is_file():
+            await _build_into(problem, cc, target)
+    return HarnessBinaries(judge=target / "judge", runner=target / "runner", digest=digest)
+
+
+async def _build_into(problem: Problem, cc: str, target: Path) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    try:
+        include = f"-I{problem.judge_sources[0].parent}"
+        jobs = [
+            [cc, *HARNESS_CFLAGS, include, "-o", str(tmp / "judge"),
+             *map(str, problem.judge_sources), "-lm"],
+            [cc, *HARNESS_CFLAGS, include, "-o", str(tmp / "runner"),
+             *map(str, problem.call_sources), "-ldl"],
+        ]  # fmt: skip
+        for argv in jobs:
+            done = await procs.run(argv, timeout_s=_BUILD_TIMEOUT_S)
+            if done.returncode != 0:
+                raise InfraError(f"building the trusted harness failed: {done.text(1500)}")
+        tmp.chmod(0o755)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "runner").is_file():  # lost a race only if the winner finished
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class JudgeVerdict:
+    """The judge's raw report; statistics and the peak check are the engine's."""
+
+    status: str
+    message: str
+    times_s: tuple[float, ...]
+    warmup_s: tuple[float, ...]
+    check_s: tuple[float, ...]
+    flops_per_call: float
+    cpu_s: float
+    wall_s: float
+    signal: int | None
+
+    @property
+    def calls_s(self) -> float:
+        """Total time of every call window (checks, warm-ups and timed)."""
+        return sum(self.times_s) + sum(self.warmup_s) + sum(self.check_s)
+
+
+def parse_verdict(stdout: bytes) -> JudgeVerdict:
+    try:
+        line = stdout.decode().strip().splitlines()[-1]
+        d: dict[str, Any] = json.loads(line)
+        return JudgeVerdict(
+            status=str(d["status"]),
+            message=str(d.get("message", "")),
+            times_s=tuple(float(t) for t in d.get("times_s", [])),
+            warmup_s=tuple(float(t) for t in d.get("warmup_s", [])),
+            check_s=tuple(float(t) for t in d.get("check_s", [])),
+            flops_per_call=float(d.get("flops_per_call") or 0.0),
+            cpu_s=float(d.get("cpu_s") or 0.0),
+            wall_s=float(d.get("wall_s") or 0.0),
+            signal=d.get("signal"),
+        )
+    except (IndexError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise InfraError(f"the judge printed no valid verdict: {stdout[-500:]!r}") from exc

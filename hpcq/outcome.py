@@ -1,0 +1,81 @@
+"""What an evaluation is asked and what it answers: the engine's contract.
+
+`EvalRequest` carries everything needed to judge one candidate alone; `EvalResult` is
+the verdict. Both are frozen; `EvalResult.to_dict()` is the JSON shape of `hpcq eval --json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class Status(StrEnum):
+    """The seven outcomes of an evaluation (DESIGN.md, "Evaluating untrusted code")."""
+
+    OK = "ok"
+    VIOLATION = "violation"  # static/format/library/technique violation, forbidden syscall
+    COMPILE_ERROR = "compile_error"
+    TIMEOUT = "timeout"
+    RUNTIME_ERROR = "runtime_error"
+    WRONG_RESULT = "wrong_result"
+    INFRA_ERROR = "infra_error"  # the node failed, not the kernel: never rewarded or penalised
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Stage constraints over optimization techniques (names from hpcq.techniques.CATALOGUE).
+
+    `forbidden` techniques make a kernel a `violation`; `required` ones must be present or
+    the kernel is a `violation` too. Techniques in neither set are allowed.
+    """
+
+    forbidden: frozenset[str] = frozenset()
+    required: frozenset[str] = frozenset()
+
+    def key(self) -> str:
+        """Canonical text, part of the result-cache key."""
+        return "forbid=" + ",".join(sorted(self.forbidden)) + ";require=" + ",".join(
+            sorted(self.required)
+        )
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    problem_id: str  # e.g. "dgemm-256"
+    source: str  # the candidate C translation unit
+    constraints: Constraints = field(default_factory=Constraints)
+    cores: tuple[int, ...] = (0,)  # the slot's cores; the candidate is pinned to them
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    status: Status
+    reward: float | None  # None only for infra_error
+    message: str = ""
+    gflops: float | None = None  # median over timed calls; None unless status is ok
+    gflops_min: float | None = None
+    gflops_max: float | None = None
+    cv: float | None = None  # coefficient of variation of the per-call times
+    techniques: tuple[str, ...] = ()
+    compile_s: float = 0.0
+    run_s: float = 0.0
+    calls: int = 0  # timed calls, each verified
+    problem_id: str = ""
+    node_class: str = ""
+    cached: bool = False
+    cache_key: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["status"] = str(self.status)
+        d["techniques"] = list(self.techniques)
+        return d
+
+
+class Evaluator(Protocol):
+    """Anything that judges a candidate: the real engine, or a fake in unit tests."""
+
+    async def evaluate(self, request: EvalRequest) -> EvalResult: ...

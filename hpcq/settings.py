@@ -1,0 +1,239 @@
+"""Typed settings that flow top-down from the CLI.
+
+Environment variables are read only in `hpcq.cli`; everything below receives these
+objects. A TOML file (`--config FILE`) may override any field, section by section:
+
+    [node]     name, cc, cflags, openmp_flag, peak_gflops_per_core
+    [sandbox]  bwrap, uid_base, memory_bytes, ...
+    [measure]  warmup_calls, min_calls, min_time_s, ...
+    [reward]   violation, compile_error, ..., shaping, baseline_gflops
+
+Unknown keys and wrong types fail fast with a message that names the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from hpcq.errors import ConfigError
+
+Shaping = Literal["gflops", "log_speedup", "fraction_of_peak"]
+SHAPINGS: tuple[str, ...] = typing.get_args(Shaping)
+
+
+@dataclass(frozen=True)
+class NodeClass:
+    """A class of CPU nodes: tasks are routed by `name`; flags and peak are per class."""
+
+    name: str = "x86_64-avx512"
+    """Routing key and cache-key component, e.g. `x86_64-avx512`, `aarch64-sve`."""
+    cc: str = "gcc"
+    """C compiler used for candidates (and for the trusted harness)."""
+    cflags: tuple[str, ...] = ("-O3", "-march=native", "-mprefer-vector-width=512")
+    """Candidate flags. gcc's -march=native on these Xeons prefers 256-bit vectors unless
+    -mprefer-vector-width=512 is given."""
+    openmp_flag: str = "-fopenmp"
+    """Always passed, so OpenMP use is visible in the object (GOMP_* symbols) and can be
+    checked against the stage's constraints."""
+    peak_gflops_per_core: float | None = None
+    """FP64 peak of one core. None: measured once by `hpcq peak` and cached per node."""
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """Limits of the bubblewrap sandbox that compiles and runs candidates."""
+
+    bwrap: str = "bwrap"
+    uid_base: int = 61000
+    """When hpcq runs as root, the candidate of the slot whose first core is c runs as
+    uid `uid_base + c`: an unprivileged uid of its own, so RLIMIT_NPROC binds per slot."""
+    memory_bytes: int = 4 << 30
+    """RLIMIT_AS of the candidate process."""
+    file_size_bytes: int = 16 << 20
+    """RLIMIT_FSIZE: the largest file (or output) a sandboxed process may write."""
+    open_files: int = 64
+    compile_timeout_s: float = 60.0
+    compile_memory_bytes: int = 2 << 30
+    extra_threads: int = 0
+    """Threads allowed beyond one per core of the slot (0: OpenMP up to the slot's cores)."""
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How a candidate is timed (evaluation notes, section 6)."""
+
+    warmup_calls: int = 2
+    warmup_min_s: float = 0.05
+    min_calls: int = 10
+    """At least this many timed calls, each with fresh inputs and verified."""
+    min_time_s: float = 0.3
+    """...and at least this much kernel time, up to `max_calls`."""
+    max_calls: int = 200
+    peak_margin: float = 1.05
+    """A per-call figure above peak_margin x peak x cores is physically impossible here:
+    the result is a `violation`."""
+    cpu_slack_s: float = 0.25
+    """Candidate CPU time allowed beyond (timed call time x threads): more means it worked
+    outside the timed window (a helper thread, or spinning ahead of the inputs)."""
+
+
+@dataclass(frozen=True)
+class RewardSettings:
+    """Reward tiers (the paper's, by default) and the shaping of `ok` results."""
+
+    violation: float = -100.0
+    compile_error: float = -40.0
+    timeout: float = -30.0
+    runtime_error: float = -20.0
+    wrong_result: float = -10.0
+    shaping: Shaping = "gflops"
+    """gflops: the median GFLOPS; log_speedup: ln(gflops / baseline_gflops);
+    fraction_of_peak: gflops / (peak per core x cores)."""
+    baseline_gflops: float | None = None
+    """Needed by log_speedup (for example the naive kernel's or OpenBLAS's figure)."""
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "hpcq"
+
+
+def default_work_dir() -> Path:
+    # Not under $HOME: the sandboxed uid must be able to reach the trusted runner and its
+    # own evaluation directory, and /root is mode 0700.
+    return Path(tempfile.gettempdir()) / f"hpcq-{os.geteuid()}"
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    node: NodeClass = field(default_factory=NodeClass)
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    measure: MeasureSettings = field(default_factory=MeasureSettings)
+    reward: RewardSettings = field(default_factory=RewardSettings)
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    """The measured peak and the result cache live here."""
+    work_dir: Path = field(default_factory=default_work_dir)
+    """Trusted harness builds (mode 0755) and per-evaluation scratch directories."""
+    kernels_dir: Path | None = None
+    """None: the kernels shipped with hpcq."""
+    use_cache: bool = True
+    static_checks: bool = True
+    """Only tests turn this off, to prove the sandbox holds on its own."""
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+def validate(s: EngineSettings) -> None:
+    if s.reward.shaping not in SHAPINGS:
+        raise ConfigError(
+            f"reward.shaping = {s.reward.shaping!r}: choose one of {', '.join(SHAPINGS)}"
+        )
+    if s.reward.shaping == "log_speedup" and not s.reward.baseline_gflops:
+        raise ConfigError("reward.shaping = 'log_speedup' needs reward.baseline_gflops > 0")
+    m = s.measure
+    if m.min_calls < 1 or m.max_calls < m.min_calls:
+        raise ConfigError("measure: need 1 <= min_calls <= max_calls")
+    if m.warmup_calls < 0 or m.min_time_s < 0 or m.peak_margin < 1.0:
+        raise ConfigError("measure: warmup_calls and min_time_s >= 0, peak_margin >= 1")
+    if s.node.peak_gflops_per_core is not None and s.node.peak_gflops_per_core <= 0:
+        raise ConfigError("node.peak_gflops_per_core must be > 0 (or left out to measure it)")
+    if not s.node.name or "/" in s.node.name or " " in s.node.name:
+        raise ConfigError(f"node.name = {s.node.name!r}: use letters, digits, '-', '_' or '.'")
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "node": NodeClass,
+    "sandbox": SandboxSettings,
+    "measure": MeasureSettings,
+    "reward": RewardSettings,
+}
+
+
+def _coerce(section: str, key: str, hint: Any, value: Any) -> Any:
+    """Check one TOML value against its field's type hint; return it in the field's type."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    where = f"[{section}] {key} = {value!r}"
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(section, key, inner[0], value)
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings")
+        return tuple(value)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: expected one of {', '.join(map(str, args))}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string")
+        return value
+    raise ConfigError(f"{where}: unsupported setting type {hint!r}")
+
+
+def _section(name: str, cls: type[Any], table: dict[str, Any], base: Any) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) in [{name}]: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    values = {k: _coerce(name, k, hints[k], v) for k, v in table.items()}
+    return dataclasses.replace(base, **values)
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> EngineSettings:
+    """Defaults, then the TOML file's sections, then keyword overrides (from the CLI)."""
+    base = EngineSettings(**overrides) if overrides else EngineSettings()
+    if path is None:
+        return base
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    unknown = sorted(set(data) - set(_SECTIONS) - {"engine"})
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown section(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(_SECTIONS))}, engine"
+        )
+    parts = {
+        name: _section(name, cls, data.get(name, {}), getattr(base, name))
+        for name, cls in _SECTIONS.items()
+    }
+    engine = data.get("engine", {})
+    for key in ("cache_dir", "kernels_dir", "work_dir"):
+        if key in engine:
+            parts[key] = Path(os.path.expanduser(str(engine.pop(key))))
+    for key in ("use_cache", "static_checks"):
+        if key in engine:
+            parts[key] = _coerce("engine", key, bool, engine.pop(key))
+    if engine:
+        raise ConfigError(f"unknown key(s) in [engine]: {', '.join(sorted(engine))}")
+    return dataclasses.replace(base, **parts)
