@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import inspect
 import json
 import os
@@ -165,12 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("problems", help="list the problem ids")
     p.set_defaults(func=cmd_problems)
 
-    try:
-        from hpcq import cli_pipeline
-    except ImportError:
-        pass  # the pipeline commands are not installed in this build
-    else:
-        cli_pipeline.register(sub)
+    for name in ("hpcq.cli_pipeline", "hpcq.cli_sqd", "hpcq.cli_train"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise  # a real import error inside the module must not be hidden
+            continue
+        module.register(sub)
     return parser
 
 

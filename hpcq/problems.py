@@ -67,19 +67,9 @@ def _family(path: Path) -> list[Problem]:
     root = path.parent.parent
     try:
         family = str(data["family"])
-        common = {
-            "family": family,
-            "entry": str(data["entry"]),
-            "signature": str(data["signature"]),
-            "contract": str(data["contract"]),
-            "flops_formula": str(data["flops"]),
-            "judge_sources": tuple(root / s for s in data["judge_sources"]),
-            "call_sources": tuple(root / s for s in data["call_sources"]),
-            "check_shapes": tuple(
-                _ints(s, f"{path}: check_shapes") for s in data.get("check_shapes", [])
-            ),
-            "full_check_max_work": int(data.get("full_check_max_work", 0)),
-        }
+        check_shapes = tuple(
+            _ints(s, f"{path}: check_shapes") for s in data.get("check_shapes", [])
+        )
         problems = []
         for pid, spec in data["ids"].items():
             measure = dict(spec.get("measure", {}))
@@ -89,11 +79,19 @@ def _family(path: Path) -> list[Problem]:
             problems.append(
                 Problem(
                     id=pid,
+                    family=family,
+                    entry=str(data["entry"]),
+                    signature=str(data["signature"]),
+                    contract=str(data["contract"]),
                     dims=_ints(spec["dims"], f"{path}: ids.{pid}.dims"),
+                    flops_formula=str(data["flops"]),
+                    judge_sources=tuple(root / s for s in data["judge_sources"]),
+                    call_sources=tuple(root / s for s in data["call_sources"]),
+                    check_shapes=check_shapes,
+                    full_check_max_work=int(data.get("full_check_max_work", 0)),
                     call_timeout_s=float(spec["call_timeout_s"]),
                     run_timeout_s=float(spec["run_timeout_s"]),
                     measure=measure,
-                    **common,
                 )
             )
     except KeyError as exc:

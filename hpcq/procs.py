@@ -46,9 +46,23 @@ async def _read_capped(stream: asyncio.StreamReader | None, cap: int) -> bytes:
     return bytes(kept)
 
 
-def _kill_group(pid: int) -> None:
+def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(pid, sig)
+
+
+async def _stop(proc: asyncio.subprocess.Process, grace_s: float) -> None:
+    """SIGTERM the group, then SIGKILL it. The grace lets a trusted child (the judge)
+    take down what it started in groups of its own (its sandbox)."""
+    if proc.returncode is None:
+        _signal_group(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), grace_s)
+    _signal_group(proc.pid, signal.SIGKILL)  # stragglers of the group, even after exit
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
 
 
 async def run(
@@ -92,11 +106,7 @@ async def run(
         timed_out = True
     finally:
         # Also on cancellation: never leave the tree behind.
-        _kill_group(proc.pid)
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        await asyncio.shield(_stop(proc, grace_s=1.0))
     out, err = await readers
     return Completed(
         argv=tuple(argv),

@@ -14,9 +14,12 @@ The wall-clock kill is the caller's (procs.run and the judge kill the process gr
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +31,19 @@ from hpcq.settings import SandboxSettings
 _BWRAP_TASKS = 2
 
 
+def _uids_with_processes() -> set[int]:
+    """Real uids of every process on the host (zombies included)."""
+    uids: set[int] = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            uids.add(os.stat(entry.path).st_uid)
+        except OSError:
+            continue  # exited meanwhile
+    return uids
+
+
 @dataclass(frozen=True)
 class Sandbox:
     settings: SandboxSettings
@@ -36,9 +52,37 @@ class Sandbox:
     def as_root(self) -> bool:
         return os.geteuid() == 0
 
-    def uid_for(self, cores: Sequence[int]) -> int | None:
-        """The slot's own unprivileged uid when we are root, else None (run as ourselves)."""
-        return self.settings.uid_base + min(cores) if self.as_root else None
+    @contextlib.asynccontextmanager
+    async def lease(self, lock_dir: Path) -> AsyncIterator[int | None]:
+        """An unprivileged uid used by nobody else while the block runs (None unless root).
+
+        RLIMIT_NPROC counts every task of a uid, so two sandboxes sharing a uid would
+        eat into each other's limit. Each uid of the pool has a lock file; `flock` makes
+        the lease exclusive across processes and frees it when its holder dies.
+        """
+        if not self.as_root:
+            yield None
+            return
+        lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        s = self.settings
+        for _ in range(600):  # all uids busy: wait, up to a minute, then fail loudly
+            busy = _uids_with_processes()
+            for uid in range(s.uid_base, s.uid_base + s.uid_count):
+                if uid in busy:  # e.g. a zombie nobody reaped: it still counts for NPROC
+                    continue
+                fd = os.open(lock_dir / f"{uid}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                try:
+                    yield uid
+                finally:
+                    os.close(fd)  # closing the descriptor releases the lock
+                return
+            await asyncio.sleep(0.1)
+        raise InfraError(f"all {s.uid_count} sandbox uids from {s.uid_base} are in use")
 
     def check_available(self) -> None:
         for tool in (self.settings.bwrap, "prlimit", "setpriv"):
@@ -51,7 +95,7 @@ class Sandbox:
     def prefix(
         self,
         *,
-        cores: Sequence[int],
+        uid: int | None,
         threads: int,
         cpu_s: float,
         memory_bytes: int,
@@ -59,10 +103,10 @@ class Sandbox:
         binds_rw: Sequence[tuple[Path, str]] = (),
         env: dict[str, str] | None = None,
         chdir: str | None = None,
+        as_pid_1: bool = False,
     ) -> list[str]:
         """argv prefix; append the program and its arguments (after the final `--`)."""
         s = self.settings
-        uid = self.uid_for(cores)
         argv: list[str] = []
         if uid is not None:
             argv += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
@@ -93,6 +137,12 @@ class Sandbox:
             "--dev", "/dev",
             "--tmpfs", "/tmp",
         ]  # fmt: skip
+        if as_pid_1:
+            # The command is pid 1 of its namespace and the outer bwrap reaps it. Without
+            # this, bwrap's own init is orphaned to the host's pid 1, which on some
+            # machines never reaps it: a zombie that keeps counting against NPROC.
+            # (The judge runs its sandbox without it: it reaps as a subreaper itself.)
+            argv.append("--as-pid-1")
         for src, dst in binds_ro:
             argv += ["--ro-bind", str(src), dst]
         for src, dst in binds_rw:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import platform
 import tempfile
 import tomllib
 import types
@@ -29,12 +30,34 @@ Shaping = Literal["gflops", "log_speedup", "fraction_of_peak"]
 SHAPINGS: tuple[str, ...] = typing.get_args(Shaping)
 
 
+def detect_node_class() -> str:
+    """A routing name for this CPU: x86_64-avx512, x86_64-avx2, aarch64-sve, ...
+
+    Producer and consumers on one machine agree on it; across machines, name the class
+    explicitly (`[node] name` or `--node-class`), since a GPU node's CPU may differ."""
+    machine = platform.machine()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return machine
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    for flag, suffix in (("avx512f", "avx512"), ("avx2", "avx2"), ("sve", "sve"), ("asimd", "neon")):
+        if flag in flags:
+            return f"{machine}-{suffix}"
+    return machine
+
+
 @dataclass(frozen=True)
 class NodeClass:
     """A class of CPU nodes: tasks are routed by `name`; flags and peak are per class."""
 
-    name: str = "x86_64-avx512"
-    """Routing key and cache-key component, e.g. `x86_64-avx512`, `aarch64-sve`."""
+    name: str = field(default_factory=detect_node_class)
+    """Routing key and cache-key component, e.g. `x86_64-avx512`, `aarch64-sve`.
+    Default: detected from this CPU's flags."""
     cc: str = "gcc"
     """C compiler used for candidates (and for the trusted harness)."""
     cflags: tuple[str, ...] = ("-O3", "-march=native", "-mprefer-vector-width=512")
@@ -53,8 +76,10 @@ class SandboxSettings:
 
     bwrap: str = "bwrap"
     uid_base: int = 61000
-    """When hpcq runs as root, the candidate of the slot whose first core is c runs as
-    uid `uid_base + c`: an unprivileged uid of its own, so RLIMIT_NPROC binds per slot."""
+    uid_count: int = 256
+    """When hpcq runs as root, each running evaluation leases a uid of its own from
+    [uid_base, uid_base + uid_count): unprivileged, so RLIMIT_NPROC binds it alone.
+    No account needs to exist for these uids."""
     memory_bytes: int = 4 << 30
     """RLIMIT_AS of the candidate process."""
     file_size_bytes: int = 16 << 20

@@ -73,10 +73,11 @@ def detect_techniques(source: str) -> dict[str, str]:
     return tq.detect(source)
 
 
-def parse_nm(text: str) -> tuple[set[str], set[str]]:
-    """`nm -P` output -> (global defined symbols, undefined symbols)."""
+def parse_nm(text: str) -> tuple[set[str], set[str], set[str]]:
+    """`nm -P` output -> (global defined symbols, undefined symbols, IFUNC symbols)."""
     defined: set[str] = set()
     undefined: set[str] = set()
+    ifuncs: set[str] = set()
     for line in text.splitlines():
         parts = line.split()
         if len(parts) < 2:
@@ -84,9 +85,19 @@ def parse_nm(text: str) -> tuple[set[str], set[str]]:
         name, kind = parts[0], parts[1]
         if kind in ("U", "w", "v"):
             undefined.add(name)
+        elif kind == "i":
+            ifuncs.add(name)
         elif kind.isupper():
             defined.add(name)
-    return defined, undefined
+    return defined, undefined, ifuncs
+
+
+def check_ifuncs(ifuncs: set[str]) -> Finding | None:
+    # An IFUNC resolver runs while the object is loaded, before the runner's strict
+    # seccomp layer: load-time code, like a constructor.
+    if ifuncs:
+        return Finding(f"defines IFUNC symbol(s) {', '.join(sorted(ifuncs))}: load-time code is not allowed")
+    return None
 
 
 def check_symbols(

@@ -10,9 +10,12 @@ NONE = Constraints()
 
 def test_parse_nm_splits_global_defined_and_undefined() -> None:
     text = "dgemm T 0000000000000000 0000000000000120\nhelper t 0 10\nmalloc U\n__gmon w\n"
-    defined, undefined = sc.parse_nm(text)
+    defined, undefined, ifuncs = sc.parse_nm(text + "fast i 0 10\n")
     assert defined == {"dgemm"}
     assert undefined == {"malloc", "__gmon"}
+    assert ifuncs == {"fast"}
+    f = sc.check_ifuncs(ifuncs)
+    assert f is not None and "IFUNC" in f.message
 
 
 def test_symbols_clean_kernel_passes() -> None:
