@@ -44,7 +44,9 @@ for _ in range(3): np.matmul(a, b, out=c)
 times = []
 t_end = time.perf_counter() + 1.0
 while len(times) < 10 or time.perf_counter() < t_end:
-    t0 = time.perf_counter_ns(); np.matmul(a, b, out=c); times.append((time.perf_counter_ns() - t0) / 1e9)
+    t0 = time.perf_counter_ns()
+    np.matmul(a, b, out=c)
+    times.append((time.perf_counter_ns() - t0) / 1e9)
 g = sorted(2 * n**3 / t / 1e9 for t in times)
 print(json.dumps({"median": g[len(g) // 2], "best": g[-1]}))
 """
@@ -55,7 +57,11 @@ def numpy_gflops(n: int, core: int) -> dict[str, float] | None:
     try:
         out = subprocess.run(
             ["taskset", "-c", str(core), sys.executable, "-c", NUMPY_SNIPPET, str(n)],
-            capture_output=True, text=True, env=env, timeout=300, check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=True,
         )
     except (subprocess.CalledProcessError, FileNotFoundError):
         return None
@@ -104,11 +110,15 @@ async def main() -> dict[str, Any]:
     report["repeatability_n256"] = {
         "kernel": ladder[-1].path.stem,
         "medians_gflops": medians,
-        "cv_of_medians": statistics.pstdev(medians) / statistics.fmean(medians) if medians else None,
+        "cv_of_medians": statistics.pstdev(medians) / statistics.fmean(medians)
+        if medians
+        else None,
         "target_cv": 0.02,
     }
     report["full_evaluation_wall_s_n256"] = {
-        "median": statistics.median(walls), "all": walls, "target_s": 1.0,
+        "median": statistics.median(walls),
+        "all": walls,
+        "target_s": 1.0,
     }
     report["harness_overhead_n256"] = await overhead(engine, best, cores)
     return report
@@ -136,7 +146,9 @@ async def overhead(engine: Engine, source: str, cores: tuple[int, ...]) -> dict[
     return {
         "handshake_s": min(v.check_s) if v.check_s else None,
         "mean_call_s": statistics.fmean(v.times_s),
-        "handshake_fraction_of_call": (min(v.check_s) / statistics.fmean(v.times_s)) if v.check_s else None,
+        "handshake_fraction_of_call": (min(v.check_s) / statistics.fmean(v.times_s))
+        if v.check_s
+        else None,
         "judge_wall_s": v.wall_s,
         "kernel_s": kernel_s,
         "non_kernel_fraction": (v.wall_s - v.calls_s) / kernel_s,

@@ -43,13 +43,17 @@ def read_source(path: Path) -> str:
     if not raw.strip():
         raise InputError(f"{path}: file is empty")
     if len(raw) > MAX_SOURCE_BYTES:
-        raise InputError(f"{path}: {len(raw)} bytes; a kernel source may have at most {MAX_SOURCE_BYTES}")
+        raise InputError(
+            f"{path}: {len(raw)} bytes; a kernel source may have at most {MAX_SOURCE_BYTES}"
+        )
     if b"\x00" in raw:
         raise InputError(f"{path}: contains NUL bytes: binary data, not C source")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text (byte {exc.start}): binary data, not C source") from None
+        raise InputError(
+            f"{path}: not UTF-8 text (byte {exc.start}): binary data, not C source"
+        ) from None
 
 
 def parse_techniques(text: str) -> frozenset[str]:
@@ -122,7 +126,9 @@ async def cmd_peak(args: argparse.Namespace) -> int:
     from hpcq.problems import default_kernels_dir
 
     s = settings_from(args)
-    value = await measure_peak(s.node.cc, s.kernels_dir or default_kernels_dir(), s.work_dir, args.core)
+    value = await measure_peak(
+        s.node.cc, s.kernels_dir or default_kernels_dir(), s.work_dir, args.core
+    )
     best = PeakStore(s.cache_dir).put(s.node.name, value)
     print(json.dumps({"node_class": s.node.name, "measured": value, "stored": best}))
     return EXIT_OK

@@ -299,7 +299,9 @@ class Engine:
         ]  # fmt: skip
         done = await procs.run(argv, timeout_s=p.run_timeout_s + _JUDGE_GRACE_S)
         if done.timed_out:
-            raise InfraError(f"the judge did not finish within {p.run_timeout_s + _JUDGE_GRACE_S:g} s")
+            raise InfraError(
+                f"the judge did not finish within {p.run_timeout_s + _JUDGE_GRACE_S:g} s"
+            )
         return harness.parse_verdict(done.stdout)
 
     def _score(self, work: _Work, v: JudgeVerdict, peak_per_core: float) -> EvalResult:
@@ -318,7 +320,8 @@ class Engine:
         if fastest_any > ceiling:
             why = (
                 f"{fastest_any:.1f} GFLOPS on one call exceeds the physical peak "
-                f"({peak_per_core:.1f} GFLOPS/core x {threads} core(s)): the timing cannot be honest"
+                f"({peak_per_core:.1f} GFLOPS/core x {threads} core(s)): "
+                "the timing cannot be honest"
             )
             return self._failed(work, Status.VIOLATION, why, timing)
         allowed_cpu = threads * v.calls_s + self.settings.measure.cpu_slack_s

@@ -37,8 +37,11 @@ class Constraints:
 
     def key(self) -> str:
         """Canonical text, part of the result-cache key."""
-        return "forbid=" + ",".join(sorted(self.forbidden)) + ";require=" + ",".join(
-            sorted(self.required)
+        return (
+            "forbid="
+            + ",".join(sorted(self.forbidden))
+            + ";require="
+            + ",".join(sorted(self.required))
         )
 
 

@@ -36,9 +36,7 @@ def cpu_model() -> str:
 async def measure_peak(cc: str, kernels_dir: Path, work_dir: Path, core: int) -> float:
     src = kernels_dir / "harness" / "peak.c"
     out = secure_dir(work_dir) / "peak"
-    done = await procs.run(
-        [cc, *HARNESS_CFLAGS, "-o", str(out), str(src)], timeout_s=60
-    )
+    done = await procs.run([cc, *HARNESS_CFLAGS, "-o", str(out), str(src)], timeout_s=60)
     if done.returncode != 0:
         raise InfraError(f"building the peak benchmark failed: {done.text(800)}")
     done = await procs.run(["taskset", "-c", str(core), str(out)], timeout_s=120)

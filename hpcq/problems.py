@@ -52,8 +52,10 @@ class Problem:
 
 
 def _ints(value: Any, where: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not value or not all(
-        isinstance(v, int) and v > 0 for v in value
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, int) and v > 0 for v in value)
     ):
         raise ConfigError(f"{where}: expected a list of positive integers, got {value!r}")
     return tuple(value)

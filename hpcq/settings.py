@@ -45,7 +45,12 @@ def detect_node_class() -> str:
         if line.startswith(("flags", "Features")):
             flags = set(line.split(":", 1)[1].split())
             break
-    for flag, suffix in (("avx512f", "avx512"), ("avx2", "avx2"), ("sve", "sve"), ("asimd", "neon")):
+    for flag, suffix in (
+        ("avx512f", "avx512"),
+        ("avx2", "avx2"),
+        ("sve", "sve"),
+        ("asimd", "neon"),
+    ):
         if flag in flags:
             return f"{machine}-{suffix}"
     return machine

@@ -24,17 +24,60 @@ MAX_SOURCE_BYTES = 256 * 1024
 # Undefined symbols a kernel may reference. gcc itself emits memcpy/memset for loops and
 # __stack_chk_fail / *_chk for hardening; the rest is allocation and libm.
 _ALLOWED = frozenset(
-    """
-    memcpy memmove memset memcmp __memcpy_chk __memmove_chk __memset_chk __stack_chk_fail
-    malloc calloc realloc free aligned_alloc posix_memalign
-    _GLOBAL_OFFSET_TABLE_
-    sqrt sqrtf fabs fabsf fma fmaf fmin fmax fminf fmaxf floor ceil round trunc
-    exp exp2 log log2 log10 pow sin cos tan tanh copysign ldexp frexp modf fmod
-    """.split()
+    (
+        "memcpy",
+        "memmove",
+        "memset",
+        "memcmp",
+        "__memcpy_chk",
+        "__memmove_chk",
+        "__memset_chk",
+        "__stack_chk_fail",
+        "malloc",
+        "calloc",
+        "realloc",
+        "free",
+        "aligned_alloc",
+        "posix_memalign",
+        "_GLOBAL_OFFSET_TABLE_",
+        "sqrt",
+        "sqrtf",
+        "fabs",
+        "fabsf",
+        "fma",
+        "fmaf",
+        "fmin",
+        "fmax",
+        "fminf",
+        "fmaxf",
+        "floor",
+        "ceil",
+        "round",
+        "trunc",
+        "exp",
+        "exp2",
+        "log",
+        "log2",
+        "log10",
+        "pow",
+        "sin",
+        "cos",
+        "tan",
+        "tanh",
+        "copysign",
+        "ldexp",
+        "frexp",
+        "modf",
+        "fmod",
+    )
 )
 # OpenMP's runtime entry points (libgomp); timers and thread-count setters excluded.
-_OPENMP = re.compile(r"^(GOMP_\w+|omp_get_(thread_num|num_threads|max_threads|num_procs)|omp_in_parallel)$")
-_BLAS = re.compile(r"^(cblas_\w+|[sdcz](gemm|gemv|axpy|dot|scal|syrk|trsm)_?|openblas_\w+|mkl_\w+|bli_\w+)$", re.I)
+_OPENMP = re.compile(
+    r"^(GOMP_\w+|omp_get_(thread_num|num_threads|max_threads|num_procs)|omp_in_parallel)$"
+)
+_BLAS = re.compile(
+    r"^(cblas_\w+|[sdcz](gemm|gemv|axpy|dot|scal|syrk|trsm)_?|openblas_\w+|mkl_\w+|bli_\w+)$", re.I
+)
 _LOADERS = frozenset({"dlopen", "dlsym", "dlmopen", "dlvsym", "__libc_dlopen_mode"})
 _CTOR_SECTIONS = (".init_array", ".fini_array", ".preinit_array", ".ctors", ".dtors")
 _SYSCALL_INSN = re.compile(r"\t(syscall|sysenter|int\s+\$0x80|svc\s+#?0x?0*)\b")
@@ -96,7 +139,9 @@ def check_ifuncs(ifuncs: set[str]) -> Finding | None:
     # An IFUNC resolver runs while the object is loaded, before the runner's strict
     # seccomp layer: load-time code, like a constructor.
     if ifuncs:
-        return Finding(f"defines IFUNC symbol(s) {', '.join(sorted(ifuncs))}: load-time code is not allowed")
+        return Finding(
+            f"defines IFUNC symbol(s) {', '.join(sorted(ifuncs))}: load-time code is not allowed"
+        )
     return None
 
 
@@ -130,7 +175,9 @@ def check_symbols(
 
 
 def check_sections(readelf_sections: str) -> Finding | None:
-    found = [s for s in _CTOR_SECTIONS if re.search(rf"\s{re.escape(s)}(\.\S*)?\s", readelf_sections)]
+    found = [
+        s for s in _CTOR_SECTIONS if re.search(rf"\s{re.escape(s)}(\.\S*)?\s", readelf_sections)
+    ]
     if found:
         return Finding(f"has load-time code ({', '.join(found)}): constructors are not allowed")
     return None

@@ -13,11 +13,17 @@ import pytest
 from tests.conftest import CORPUS, needs_sandbox
 
 
-def hpcq(*args: str, cwd: Path | None = None, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def hpcq(
+    *args: str, cwd: Path | None = None, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run(
-        [sys.executable, "-m", "hpcq", *args], capture_output=True, text=True, timeout=300,
-        cwd=cwd, env=env,
+        [sys.executable, "-m", "hpcq", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env=env,
     )
 
 
@@ -79,8 +85,18 @@ def test_eval_json_contract(tmp_path: Path) -> None:
     out = hpcq("--cache-dir", str(tmp_path), "eval", str(src), "--problem", "dgemm-256", "--json")
     assert out.returncode == 0, out.stderr
     d = json.loads(out.stdout)
-    for key in ("status", "reward", "gflops", "gflops_min", "gflops_max", "cv", "techniques",
-                "compile_s", "run_s", "message"):
+    for key in (
+        "status",
+        "reward",
+        "gflops",
+        "gflops_min",
+        "gflops_max",
+        "cv",
+        "techniques",
+        "compile_s",
+        "run_s",
+        "message",
+    ):
         assert key in d, key
     assert d["status"] == "ok" and d["gflops"] > 0 and isinstance(d["techniques"], list)
 
@@ -88,7 +104,9 @@ def test_eval_json_contract(tmp_path: Path) -> None:
 @needs_sandbox
 def test_eval_human_line_and_exit_zero_for_bad_kernel(tmp_path: Path) -> None:
     src = tmp_path / "bad.c"
-    src.write_text("void dgemm(int M, int N, int K, const double *A, const double *B, double *C) { oops }\n")
+    src.write_text(
+        "void dgemm(int M, int N, int K, const double *A, const double *B, double *C) { oops }\n"
+    )
     out = hpcq("--cache-dir", str(tmp_path), "eval", str(src))
     assert out.returncode == 0, out.stderr
     assert "compile_error reward=-40" in out.stdout

@@ -35,7 +35,9 @@ def test_corpus_is_big_enough() -> None:
 
 
 @pytest.mark.parametrize("case", HACKS, ids=lambda c: c.id)
-async def test_hack_gets_its_status_and_no_reward(case: Case, engine_settings: EngineSettings) -> None:
+async def test_hack_gets_its_status_and_no_reward(
+    case: Case, engine_settings: EngineSettings
+) -> None:
     result = await Engine(engine_settings).evaluate(request(case))
     remember_peak(engine_settings)
     assert result.status == Status(case.expect), f"{case.why}: {result.message}"
@@ -108,7 +110,9 @@ async def test_concurrent_duplicates_share_one_evaluation(engine_settings: Engin
     assert len({r.gflops for r in results}) == 1
 
 
-async def test_constraints_change_the_verdict_not_the_cache(engine_settings: EngineSettings) -> None:
+async def test_constraints_change_the_verdict_not_the_cache(
+    engine_settings: EngineSettings,
+) -> None:
     engine = Engine(engine_settings)
     case = next(c for c in HONEST if c.ladder == 4)
     ok = await engine.evaluate(request(case))

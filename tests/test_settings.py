@@ -17,12 +17,19 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_defaults_are_the_papers_tiers() -> None:
     r = EngineSettings().reward
     assert (r.violation, r.compile_error, r.timeout, r.runtime_error, r.wrong_result) == (
-        -100, -40, -30, -20, -10,
+        -100,
+        -40,
+        -30,
+        -20,
+        -10,
     )
 
 
 def test_file_overrides_sections(tmp_path: Path) -> None:
-    s = load_settings(write(tmp_path, """
+    s = load_settings(
+        write(
+            tmp_path,
+            """
 [node]
 name = "aarch64-sve"
 cflags = ["-O3", "-mcpu=a64fx"]
@@ -32,7 +39,9 @@ shaping = "fraction_of_peak"
 timeout = -25
 [engine]
 use_cache = false
-"""))
+""",
+        )
+    )
     assert s.node.name == "aarch64-sve"
     assert s.node.cflags == ("-O3", "-mcpu=a64fx")
     assert s.node.peak_gflops_per_core == 70.0

@@ -55,7 +55,9 @@ def test_other_calls_are_violations() -> None:
 
 
 def test_constructor_sections() -> None:
-    readelf = "  [ 5] .init_array       INIT_ARRAY      0000000000000000 000058 000008 08  WA  0   0  8\n"
+    readelf = (
+        "  [ 5] .init_array       INIT_ARRAY      0000000000000000 000058 000008 08  WA  0   0  8\n"
+    )
     f = sc.check_sections(readelf)
     assert f is not None and ".init_array" in f.message
     assert sc.check_sections("  [ 1] .text PROGBITS 0 40 10 00 AX 0 0 1\n") is None
