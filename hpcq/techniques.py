@@ -62,12 +62,16 @@ second at most.
 
 from __future__ import annotations
 
-import ast
 import re
-from bisect import bisect_right
 from collections.abc import Iterable
-from dataclasses import dataclass
-from functools import cached_property
+
+from hpcq.csource import (
+    WORD,
+    Source,
+    mentions,
+    split_top,
+    words,
+)
 
 CATALOGUE: tuple[str, ...] = (
     "openmp",
@@ -103,7 +107,7 @@ def techniques(source: str) -> frozenset[str]:
 
 def detect(source: str) -> dict[str, str]:
     """Map each technique found in `source` to its evidence, e.g. "line 12: #pragma omp ..."."""
-    src = _Source(source)
+    src = Source(source)
     found: dict[str, str] = {}
     for name, rule in (
         ("openmp", _openmp),
@@ -119,401 +123,6 @@ def detect(source: str) -> dict[str, str]:
     return found
 
 
-# --------------------------------------------------------------------------- stripping
-
-
-def strip_c(source: str) -> str:
-    """Blank comments and the contents of string and character literals, keeping length
-    and newlines (offsets and line numbers stay valid). Strings on `#pragma` lines and the
-    string of `_Pragma(...)` are kept. An unterminated literal or comment runs to the end
-    of its line (literal) or of the text (comment)."""
-    out = list(source)
-    n = len(source)
-    i = 0
-    pragma_line = _PRAGMA_LINE.match(source[:200]) is not None
-    while i < n:
-        ch = source[i]
-        if ch == "\n":
-            pragma_line = _PRAGMA_LINE.match(source[i + 1 : i + 201]) is not None
-            i += 1
-        elif source.startswith("//", i):
-            j = i
-            while j < n and source[j] != "\n":
-                if source[j] == "\\" and j + 1 < n and source[j + 1] == "\n":
-                    j += 1  # a backslash-newline continues a // comment
-                j += 1
-            _blank(out, i, j)
-            i = j
-        elif source.startswith("/*", i):
-            end = source.find("*/", i + 2)
-            j = n if end < 0 else end + 2
-            _blank(out, i, j)
-            i = j
-        elif ch in "\"'":
-            j = i + 1
-            while j < n and source[j] != ch and source[j] != "\n":
-                j += 2 if source[j] == "\\" else 1
-            j = min(j, n)
-            keep = ch == '"' and (
-                pragma_line or _PRAGMA_OP.search(source, max(0, i - 40), i) is not None
-            )
-            if not keep:
-                _blank(out, i + 1, j)
-            i = j + 1
-        else:
-            i += 1
-    return "".join(out)
-
-
-_PRAGMA_LINE = re.compile(r"[ \t]*#[ \t]*pragma\b")
-_PRAGMA_OP = re.compile(r"\b_Pragma\s*\(\s*$")
-
-
-def _blank(out: list[str], start: int, end: int) -> None:
-    for k in range(start, min(end, len(out))):
-        if out[k] != "\n":
-            out[k] = " "
-
-
-# --------------------------------------------------------------------------- structure
-
-
-@dataclass(frozen=True)
-class _Loop:
-    start: int  # offset of the `for` keyword
-    init: str
-    cond: str
-    incr: str
-    body_start: int
-    body_end: int  # exclusive
-    var: str | None  # the variable its increment steps
-    step: str | None  # the step expression, "1" for ++
-
-
-_FOR = re.compile(r"\bfor\s*\(")
-_BRACKET_OR_SEMI = re.compile(r"[;()\[\]{}]")
-_WORD = re.compile(r"[A-Za-z_]\w*")
-_INT = re.compile(r"(0[xX][0-9a-fA-F]+|\d+)[uUlL]*")
-_FLOAT_TYPES = {
-    "double", "float", "__m128d", "__m256d", "__m512d", "__m128", "__m256", "__m512",
-    "__m128h", "__m256h", "__m512h", "svfloat64_t", "svfloat32_t", "float64x2_t",
-    "float64x1_t", "float32x4_t", "float32x2_t", "vfloat64m1_t", "vfloat64m2_t",
-    "vfloat64m4_t", "vfloat64m8_t",
-}  # fmt: skip
-
-
-class _Source:
-    """The stripped text with its bracket structure, loops, constants and type names."""
-
-    def __init__(self, source: str) -> None:
-        self.raw = source
-        self.text = strip_c(source)
-        self.match = _match_brackets(self.text)
-        self.opener = {close: open_ for open_, close in self.match.items()}
-        self.constants = _constants(self.text)
-        self.float_types = _FLOAT_TYPES | _typedef_names(self.text)
-        self._ends: dict[int, int] = {}
-        self._values: dict[str, int | None] = {}
-        self.loops = self._find_loops()
-        self.children = _children(self.loops)
-        self._cover = _merge([(loop.body_start, loop.body_end) for loop in self.loops])
-        self._cover_starts = [a for a, _ in self._cover]
-
-    def evidence(self, offset: int) -> str:
-        line_no = self.text.count("\n", 0, offset) + 1
-        lines = self.raw.split("\n")
-        line = " ".join(lines[line_no - 1].split()) if line_no <= len(lines) else ""
-        return f"line {line_no}: {line[:80]}"
-
-    @cached_property
-    def float_arrays(self) -> dict[str, int]:
-        return _float_arrays(self)
-
-    @cached_property
-    def float_scalars(self) -> set[str]:
-        return _float_scalars(self)
-
-    def value(self, expr: str) -> int | None:
-        """The integer value of a constant expression, through #define/enum/const names."""
-        if expr not in self._values:
-            self._values[expr] = _evaluate(expr, self.constants)
-        return self._values[expr]
-
-    def _find_loops(self) -> list[_Loop]:
-        loops = []
-        for m in _FOR.finditer(self.text):
-            open_ = m.end() - 1
-            close = self.match.get(open_)
-            if close is None:
-                continue
-            parts = _split_top(self.text[open_ + 1 : close], ";")
-            if len(parts) != 3:
-                continue
-            body_start = _skip_space(self.text, close + 1)
-            body_end = self.statement_end(body_start)
-            init, cond, incr = parts
-            var, step = _increment(incr) if len(incr) <= 200 else (None, None)
-            loops.append(_Loop(m.start(), init, cond, incr, body_start, body_end, var, step))
-        return loops
-
-    def statement_end(self, pos: int, depth: int = 0) -> int:
-        """The offset just past the C statement starting at `pos`."""
-        if pos not in self._ends:
-            self._ends[pos] = self._statement_end(pos, depth)
-        return self._ends[pos]
-
-    def _statement_end(self, pos: int, depth: int) -> int:
-        text, n = self.text, len(self.text)
-        pos = _skip_space(text, pos)
-        if pos >= n or depth > 200:
-            return n
-        if text[pos] == "{":
-            close = self.match.get(pos)
-            return n if close is None else close + 1
-        word = _WORD.match(text, pos)
-        kw = word.group() if word else ""
-        if kw in ("for", "while", "switch", "if"):
-            paren = _skip_space(text, word.end()) if word else pos
-            close = self.match.get(paren) if paren < n and text[paren] == "(" else None
-            if close is None:
-                return n
-            end = self.statement_end(close + 1, depth + 1)
-            if kw == "if":
-                after = _skip_space(text, end)
-                if re.match(r"else\b", text[after : after + 5]):
-                    end = self.statement_end(after + 4, depth + 1)
-            return end
-        if kw == "do":
-            end = self.statement_end(pos + 2, depth + 1)
-            semi = text.find(";", end)
-            return n if semi < 0 else semi + 1
-        return _statement_semicolon(text, pos, self.match)
-
-    def innermost(self) -> list[_Loop]:
-        return [loop for k, loop in enumerate(self.loops) if not self.children[k]]
-
-    def nested(self, k: int, levels: int) -> list[_Loop]:
-        """Loops nested in loop number k, at most `levels` deep."""
-        out, frontier = [], [k]
-        for _ in range(levels):
-            frontier = [c for f in frontier for c in self.children[f]]
-            out += [self.loops[c] for c in frontier]
-        return out
-
-    def body(self, loop: _Loop) -> str:
-        return self.text[loop.body_start : loop.body_end]
-
-    def in_loop(self, offset: int) -> bool:
-        k = bisect_right(self._cover_starts, offset) - 1
-        return k >= 0 and offset < self._cover[k][1]
-
-
-def _children(loops: list[_Loop]) -> list[list[int]]:
-    """For each loop (sorted by start), the indices of the loops directly nested in it."""
-    children: list[list[int]] = [[] for _ in loops]
-    stack: list[int] = []
-    for k, loop in enumerate(loops):
-        while stack and loops[stack[-1]].body_end <= loop.start:
-            stack.pop()
-        if stack and loops[stack[-1]].body_start <= loop.start:
-            children[stack[-1]].append(k)
-        stack.append(k)
-    return children
-
-
-def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for a, b in sorted(spans):
-        if merged and a <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
-        else:
-            merged.append((a, b))
-    return merged
-
-
-def _match_brackets(text: str) -> dict[int, int]:
-    pairs = {")": "(", "]": "[", "}": "{"}
-    stack: list[tuple[str, int]] = []
-    match: dict[int, int] = {}
-    for i, ch in enumerate(text):
-        if ch in "([{":
-            stack.append((ch, i))
-        elif ch in pairs:
-            if stack and stack[-1][0] == pairs[ch]:
-                _, j = stack.pop()
-                match[j] = i
-            else:
-                stack.clear()  # unbalanced: give up on the enclosing structure
-    return match
-
-
-def _skip_space(text: str, pos: int) -> int:
-    """Skip whitespace and whole preprocessor lines (e.g. a #pragma before a loop)."""
-    n = len(text)
-    while pos < n:
-        if text[pos].isspace():
-            pos += 1
-        elif text[pos] == "#" and text.rfind("\n", 0, pos) + 1 == _line_indent_end(text, pos):
-            while pos < n and text[pos] != "\n":
-                pos += 2 if text[pos] == "\\" else 1
-        else:
-            break
-    return min(pos, n)
-
-
-def _line_indent_end(text: str, pos: int) -> int:
-    start = text.rfind("\n", 0, pos) + 1
-    while start < pos and text[start] in " \t":
-        start += 1
-    return start if start == pos else -1
-
-
-def _statement_semicolon(text: str, pos: int, match: dict[int, int]) -> int:
-    n = len(text)
-    while pos < n:
-        ch = text[pos]
-        if ch == ";":
-            return pos + 1
-        if ch in "([{":
-            close = match.get(pos)
-            if close is None:
-                return n
-            pos = close + 1
-        elif ch in ")]}":
-            return pos  # the statement's block ended without a `;`
-        else:
-            pos += 1
-    return n
-
-
-def _split_top(text: str, sep: str) -> list[str]:
-    """Split at `sep` outside brackets."""
-    if not any(c in text for c in "([{"):
-        return [p.strip() for p in text.split(sep)]
-    parts, depth, last = [], 0, 0
-    for m in re.finditer(r"[()\[\]{}" + re.escape(sep) + "]", text):
-        ch = m.group()
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif depth == 0:
-            parts.append(text[last : m.start()])
-            last = m.end()
-    parts.append(text[last:])
-    return [p.strip() for p in parts]
-
-
-_STEP = (
-    re.compile(r"^(?:\+\+\s*(?P<a>\w+)|(?P<b>\w+)\s*\+\+)$"),
-    re.compile(r"^(?P<v>\w+)\s*\+=\s*(?P<s>.+)$"),
-    re.compile(r"^(?P<v>\w+)\s*=\s*(?P=v)\s*\+\s*(?P<s>.+)$"),
-    re.compile(r"^(?P<v>\w+)\s*=\s*(?P<s>.+?)\s*\+\s*(?P=v)$"),
-)
-
-
-def _increment(incr: str) -> tuple[str | None, str | None]:
-    for part in _split_top(incr, ","):
-        m = _STEP[0].match(part)
-        if m:
-            return (m.group("a") or m.group("b")), "1"
-        for pattern in _STEP[1:]:
-            m = pattern.match(part)
-            if m:
-                return m.group("v"), m.group("s").strip()
-    return None, None
-
-
-_DEFINE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+(\w+)[ \t]+([^\n]+)$", re.M)
-_CONST = re.compile(
-    r"\bconst\s+(?:unsigned\s+|signed\s+)?(?:int|long|size_t|short|ptrdiff_t)\s+(\w+)\s*=\s*"
-    r"([^;,]{1,200})[;,]"
-)
-_ENUM = re.compile(r"\benum\b[^{;]{0,200}\{([^}]{0,4000})\}")
-
-
-def _constants(text: str) -> dict[str, str]:
-    consts: dict[str, str] = {}
-    for m in _DEFINE.finditer(text):
-        consts[m.group(1)] = m.group(2).strip()
-    for m in _CONST.finditer(text):
-        consts.setdefault(m.group(1), m.group(2).strip())
-    for m in _ENUM.finditer(text):
-        for item in m.group(1).split(","):
-            name, _, value = item.partition("=")
-            if value.strip() and _WORD.fullmatch(name.strip()):
-                consts.setdefault(name.strip(), value.strip())
-    return consts
-
-
-def _evaluate(expr: str, consts: dict[str, str], depth: int = 0) -> int | None:
-    if depth > 8:
-        return None
-    expr = _INT.sub(lambda m: str(int(m.group(1), 0)), expr.strip())
-
-    def name_value(m: re.Match[str]) -> str:
-        value = None
-        if m.group() in consts:
-            value = _evaluate(consts[m.group()], consts, depth + 1)
-        return "None" if value is None else str(value)
-
-    expr = _WORD.sub(name_value, expr)
-    if "None" in expr or len(expr) > 100:
-        return None
-    try:
-        tree = ast.parse(expr, mode="eval")
-    except SyntaxError:
-        return None
-    return _arith(tree.body)
-
-
-def _arith(node: ast.expr) -> int | None:
-    if isinstance(node, ast.Constant) and type(node.value) is int:
-        return node.value
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-        v = _arith(node.operand)
-        return None if v is None else (-v if isinstance(node.op, ast.USub) else v)
-    if isinstance(node, ast.BinOp):
-        a, b = _arith(node.left), _arith(node.right)
-        if a is None or b is None or abs(a) > 1 << 40 or abs(b) > 1 << 40:
-            return None
-        if isinstance(node.op, ast.Add):
-            return a + b
-        if isinstance(node.op, ast.Sub):
-            return a - b
-        if isinstance(node.op, ast.Mult):
-            return a * b
-        if isinstance(node.op, ast.Div | ast.FloorDiv) and b != 0:
-            return int(a / b)
-        if isinstance(node.op, ast.LShift) and 0 <= b < 32:
-            return a << b
-    return None
-
-
-_TYPEDEF = re.compile(r"\btypedef\b([^;{}]{0,500});")
-_ATTRIBUTE = re.compile(r"__attribute__\s*\(\(.*?\)\)\s*|\bconst\b|\bvolatile\b")
-
-
-def _typedef_names(text: str) -> set[str]:
-    names = set()
-    for m in _TYPEDEF.finditer(text):
-        decl = m.group(1)
-        if not (set(_WORD.findall(decl)) & (_FLOAT_TYPES | {"vector_size", "ext_vector_type"})):
-            continue
-        words = _WORD.findall(_ATTRIBUTE.sub(" ", decl))
-        if words:
-            names.add(words[-1])
-    return names
-
-
-def _words(text: str) -> set[str]:
-    return set(_WORD.findall(text))
-
-
-def _mentions(text: str, name: str) -> bool:
-    return re.search(rf"(?<![\w.]){re.escape(name)}\b", text) is not None
-
-
 # --------------------------------------------------------------------------- openmp / simd
 
 _PRAGMA = re.compile(r"^[ \t]*#[ \t]*pragma[ \t]+([^\n]*)", re.M)
@@ -526,7 +135,7 @@ _OMP_SIMD_TOKENS = re.compile(r"(?<![\w\"])omp[ \t]+(?:\w+[ \t]+)*simd\b")
 _OMP_CALL = re.compile(r"\bomp_\w+\s*\(")
 
 
-def _directives(src: _Source) -> list[tuple[int, str]]:
+def _directives(src: Source) -> list[tuple[int, str]]:
     found = [(m.start(), " ".join(m.group(1).split())) for m in _PRAGMA.finditer(src.text)]
     found += [(m.start(), " ".join(m.group(1).split())) for m in _PRAGMA_CALL.finditer(src.text)]
     return sorted(found)
@@ -537,7 +146,7 @@ def _omp_words(directive: str) -> list[str] | None:
     return words[1:] if words and words[0] == "omp" else None
 
 
-def _openmp(src: _Source) -> int | None:
+def _openmp(src: Source) -> int | None:
     hits = []
     for at, directive in _directives(src):
         rest = _omp_words(directive)
@@ -563,7 +172,7 @@ _SIMD_CODE = re.compile(
 _SIMD_PRAGMA = re.compile(r"^(?:omp\b.*\bsimd\b|GCC ivdep\b|ivdep\b|clang loop vectorize)")
 
 
-def _simd(src: _Source) -> int | None:
+def _simd(src: Source) -> int | None:
     hits = [at for at, d in _directives(src) if _SIMD_PRAGMA.match(d)]
     for m in (_SIMD_CODE.search(src.text), _OMP_SIMD_TOKENS.search(src.text)):
         if m is not None:
@@ -598,7 +207,7 @@ def _has_min(expr: str) -> bool:
     return "?" in expr or any("min" in m.group(1).lower() for m in _CALL.finditer(expr))
 
 
-def _cache_blocking(src: _Source) -> int | None:
+def _cache_blocking(src: Source) -> int | None:
     for k, loop in enumerate(src.loops):
         if loop.var is None or loop.step is None or not _block_step(src, loop.step):
             continue
@@ -609,28 +218,28 @@ def _cache_blocking(src: _Source) -> int | None:
             bound_vars = {
                 m.group(1)
                 for m, rhs in _assignments(_ASSIGN, region)
-                if _has_min(rhs) and _mentions(rhs, v)
+                if _has_min(rhs) and mentions(rhs, v)
             }
             header = inner.init + ";" + inner.cond
-            if not any(_mentions(header, name) for name in {v} | bound_vars):
+            if not any(mentions(header, name) for name in {v} | bound_vars):
                 continue
             cond = inner.cond
             bounded = (
                 _has_min(cond)
                 or "&&" in cond
-                or any(_mentions(cond, name) for name in bound_vars)
-                or (_mentions(cond, v) and _words(loop.step) <= _words(cond))
+                or any(mentions(cond, name) for name in bound_vars)
+                or (mentions(cond, v) and words(loop.step) <= words(cond))
             )
             if bounded:
                 return loop.start
     return None
 
 
-def _block_step(src: _Source, step: str) -> bool:
+def _block_step(src: Source, step: str) -> bool:
     value = src.value(step)
     if value is not None:
         return value >= 8
-    return bool(_words(step))  # a run-time block size such as `bs`
+    return bool(words(step))  # a run-time block size such as `bs`
 
 
 # --------------------------------------------------------------------------- register blocking
@@ -638,7 +247,7 @@ def _block_step(src: _Source, step: str) -> bool:
 _UPDATE = re.compile(r"(?<![\w.>])(\w+)((?:\s*\[[^\];]{0,120}\])*)\s*([-+]?=)(?!=)")
 
 
-def _register_blocking(src: _Source) -> int | None:
+def _register_blocking(src: Source) -> int | None:
     arrays = src.float_arrays
     scalars = src.float_scalars
     for loop in src.innermost():
@@ -663,76 +272,12 @@ def _register_blocking(src: _Source) -> int | None:
     return None
 
 
-_DECL_QUALIFIERS = {"const", "register", "static", "volatile", "restrict", "__restrict", "long"}
-
-
-def _declarators(src: _Source) -> list[tuple[str, str]]:
-    """(name, rest) of declarators after a floating-point type word; rest holds any `[N]`."""
-    text, out = src.text, []
-    type_re = "|".join(re.escape(t) for t in sorted(src.float_types, key=len, reverse=True))
-    for m in re.finditer(rf"(?<![\w.>])(?:{type_re})\b(?!\s*[)*])", text):
-        following = _WORD.match(text, _skip_space(text, m.end()))
-        if following and following.group() in src.float_types:
-            continue  # `long double double x`: the last type word handles it
-        end = _declaration_end(text, m.end(), src.match, m.end() + 2000)
-        for part in _split_top(text[m.end() : end], ","):
-            words = part.split()
-            while words and words[0] in _DECL_QUALIFIERS | src.float_types:
-                words.pop(0)
-            decl = " ".join(words)
-            name = _WORD.match(decl)
-            if name is None or decl[name.end() :].lstrip().startswith("("):
-                continue
-            out.append((name.group(), decl[name.end() :].split("=")[0]))
-    return out
-
-
-def _declaration_end(text: str, pos: int, match: dict[int, int], limit: int) -> int:
-    """End of a declarator list: `;`, an unmatched `)` (a parameter list) or a `{` that
-    does not follow `=` or `,` (a function body); at most `limit`."""
-    limit = min(limit, len(text))
-    while (m := _BRACKET_OR_SEMI.search(text, pos, limit)) is not None:
-        pos, ch = m.start(), m.group()
-        if ch in ";)]}":
-            return pos
-        if ch == "{" and text[max(0, pos - 200) : pos].rstrip()[-1:] not in ("=", ","):
-            return pos
-        close = match.get(pos)
-        if close is None:
-            return limit
-        pos = close + 1
-    return limit
-
-
-def _float_scalars(src: _Source) -> set[str]:
-    return {name for name, rest in _declarators(src) if not rest.strip()}
-
-
-def _float_arrays(src: _Source) -> dict[str, int]:
-    """Local floating-point/vector arrays of register size: name -> element count."""
-    arrays = {}
-    for name, rest in _declarators(src):
-        dims = re.findall(r"\[([^\]]*)\]", rest)
-        if not dims:
-            continue
-        size = 1
-        for dim in dims:
-            value = src.value(dim)
-            if value is None:
-                break
-            size *= value
-        else:
-            if 4 <= size <= 256:
-                arrays[name] = size
-    return arrays
-
-
 # --------------------------------------------------------------------------- unrolling
 
 _UNROLL_PRAGMA = re.compile(r"^(?:GCC unroll\b|unroll\b|clang loop unroll|GCC optimize.*unroll)")
 
 
-def _loop_unrolling(src: _Source) -> int | None:
+def _loop_unrolling(src: Source) -> int | None:
     hits = [at for at, d in _directives(src) if _UNROLL_PRAGMA.match(d)]
     for loop in src.innermost():
         if loop.var is None or loop.step is None:
@@ -765,7 +310,7 @@ _COPY = re.compile(
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?[fFlL]?"
 
 
-def _packing(src: _Source) -> int | None:
+def _packing(src: Source) -> int | None:
     hits = []
     for name, params, start, end in _functions(src):
         at = _packing_in(src, name, params, start, end)
@@ -774,7 +319,7 @@ def _packing(src: _Source) -> int | None:
     return min(hits, default=None)
 
 
-def _functions(src: _Source) -> list[tuple[str, str, int, int]]:
+def _functions(src: Source) -> list[tuple[str, str, int, int]]:
     """(name, parameter text, body start, body end) of each function definition; the whole
     text as one scope named dgemm when there is none (a fragment)."""
     text, found = src.text, []
@@ -793,7 +338,7 @@ def _functions(src: _Source) -> list[tuple[str, str, int, int]]:
     return found or [("dgemm", "", 0, len(text))]
 
 
-def _packing_in(src: _Source, name: str, params: str, start: int, end: int) -> int | None:
+def _packing_in(src: Source, name: str, params: str, start: int, end: int) -> int | None:
     text = src.text
     inputs, output = _packing_names(text[start:end], name, params)
     alt = "|".join(sorted(re.escape(n) for n in inputs if n))
@@ -825,12 +370,12 @@ def _packing_in(src: _Source, name: str, params: str, start: int, end: int) -> i
             continue
         if close - m.end() > _STATEMENT_CHARS:
             continue
-        args = _split_top(text[m.end() : close], ",")
-        dest = (_WORD.findall(args[0]) or [""])[0]
+        args = split_top(text[m.end() : close], ",")
+        dest = (WORD.findall(args[0]) or [""])[0]
         if dest in excluded or len(args) < 2 or re.fullmatch(r"&\s*\w+", args[0]):
             continue  # `memcpy(&v, b + j, 32)` is an unaligned load into one variable
         if call.startswith("mem"):
-            copies = bool(_words(args[1]) & inputs)
+            copies = bool(words(args[1]) & inputs)
         else:
             copies = any(_loads_input(a, inputs) or a in temps for a in args[1:])
         if copies:
@@ -838,7 +383,7 @@ def _packing_in(src: _Source, name: str, params: str, start: int, end: int) -> i
     return min(hits, default=None)
 
 
-def _statement_start(src: _Source, pos: int) -> bool:
+def _statement_start(src: Source, pos: int) -> bool:
     """Whether a statement can begin at `pos`: after `;`, a brace, `else` or a loop/if header."""
     text = src.text
     pos -= 1
@@ -870,17 +415,17 @@ def _padded_read(rhs: str, pure: re.Pattern[str]) -> bool:
 def _packing_names(body: str, name: str, params: str) -> tuple[set[str], set[str]]:
     """(inputs, outputs) of one function: dgemm's A, B and C by position, `const` pointer
     parameters, and pointers initialised from either."""
-    names = [(_WORD.findall(p) or [""])[-1] for p in params.split(",")]
+    names = [(WORD.findall(p) or [""])[-1] for p in params.split(",")]
     inputs, output = ({"A", "B"}, {"C"}) if not params else (set(), set())
     if name == "dgemm" and len(names) >= 6:
         inputs, output = set(names[3:5]), {names[5]}
     inputs |= {m.group(1) for m in _CONST_PTR_PARAM.finditer("(" + params)}
     for _ in range(2):  # pointers initialised from inputs (or C) are inputs (or C) too
         for m, rhs in _assignments(_PTR_INIT, body, stop=";,"):
-            words = _words(rhs)
-            if words & output:
+            seen = words(rhs)
+            if seen & output:
                 output.add(m.group(1))
-            elif words & inputs and "alloc" not in rhs:
+            elif seen & inputs and "alloc" not in rhs:
                 inputs.add(m.group(1))
     return inputs, output
 
@@ -889,4 +434,4 @@ def _loads_input(expr: str, inputs: set[str]) -> bool:
     """Whether `expr` is a vector load intrinsic reading one of `inputs`."""
     expr = expr.strip()
     m = _CALL.match(expr)
-    return m is not None and "load" in m.group(1).lower() and bool(_words(expr[m.end() :]) & inputs)
+    return m is not None and "load" in m.group(1).lower() and bool(words(expr[m.end() :]) & inputs)

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpcq.techniques import CATALOGUE, DESCRIPTIONS, detect, strip_c, techniques, unknown_names
+from hpcq.csource import strip_c
+from hpcq.techniques import CATALOGUE, DESCRIPTIONS, detect, techniques, unknown_names
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 STATUSES = {"ok", "violation", "compile_error", "timeout", "runtime_error", "wrong_result"}
