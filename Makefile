@@ -44,3 +44,20 @@ bench-eval: install install-system
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# ---- pipeline (issue 3: RabbitMQ producer/consumer, docs/pipeline.md) -----------------
+.PHONY: run-consumer run-producer bench-pipeline
+NAMESPACE ?= $(or $(HPCQ_NAMESPACE),hpcq)
+CONSUMER_ARGS ?=
+
+# One consumer for this node: slots from the allowed cores, drains on SIGTERM/SIGUSR1.
+run-consumer: install install-system services
+	$(PY) -m hpcq --log-level info consumer --namespace $(NAMESPACE) $(CONSUMER_ARGS)
+
+# Until the GRPO producer lands: submit the honest sample kernels and print the results.
+run-producer: install services
+	$(PY) -m hpcq submit --namespace $(NAMESPACE) --json tests/corpus/honest/*.c
+
+bench-pipeline: install install-system services
+	$(PY) bench/bench_pipeline.py
+# ---- end pipeline ----------------------------------------------------------------------

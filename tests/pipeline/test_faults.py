@@ -1,0 +1,211 @@
+"""Faults injected on purpose: cut connections, bad messages, poison tasks, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+
+import msgpack
+import pytest
+
+from hpcq import codec
+from hpcq.broker import BrokerSettings, Link
+from hpcq.fate import REASON_HEADER
+from hpcq.messages import SCHEMA_VERSION, Task
+from hpcq.outcome import Status
+from hpcq.topology import Topology, declare_base, declare_task_queue
+
+from .conftest import Namespace
+from .helpers import (
+    NODE_CLASS,
+    TcpProxy,
+    drain_queue,
+    free_port,
+    header,
+    proxy_url,
+    queue_counts,
+    source,
+    wait_consumers,
+    wait_until,
+)
+from .test_delivery import assert_exactly_once, make_groups, producer_for, run_groups
+
+pytestmark = pytest.mark.broker
+
+
+async def test_connections_cut_mid_run_lose_nothing(ns: Namespace, consumers_log: None) -> None:
+    proxy = await TcpProxy().start()
+    try:
+        ns.consumer(url=proxy.url()).start()
+        ns.consumer(url=proxy.url()).start()
+        await wait_consumers(ns.task_queue(), 2)
+        groups = make_groups(15, 4, "sleep=0.02")
+        async with producer_for(ns, url=proxy.url()) as producer:
+            running = asyncio.create_task(run_groups(producer, groups, timeout_s=60))
+            for after in (15, 35):
+                await wait_until(
+                    lambda n=after: asyncio.sleep(0, producer.stats.results >= n),  # type: ignore[misc]
+                    30,
+                    f"{after} results",
+                )
+                assert proxy.cut() >= 3  # two consumers and the producer
+            done = await asyncio.wait_for(running, 90)
+            stats = producer.stats
+        # both sides came back: the consumers are registered again
+        await wait_consumers(ns.task_queue(), 2, timeout_s=10)
+    finally:
+        await proxy.close()
+    assert_exactly_once(groups, done)
+    assert stats.results == 60
+    assert all(c.poll() is None for c in ns.consumers), "a consumer died of a cut"
+
+
+async def publish_raw(ns: Namespace, link: Link, body: bytes) -> None:
+    exchanges = await declare_base(link.channel, ns.topology)
+    await declare_task_queue(link.channel, ns.topology, exchanges, NODE_CLASS)
+    await link.publish(exchanges.tasks, NODE_CLASS, body)
+
+
+async def test_bad_messages_are_dead_lettered(ns: Namespace, consumers_log: None) -> None:
+    consumer = ns.consumer().start()
+    await wait_consumers(ns.task_queue(), 1)
+    good = Task("t1", "dgemm-256", "void f(void){}", node_class=NODE_CLASS)
+    wire = msgpack.unpackb(codec.encode(good))
+    bodies = {
+        "malformed": b"\xc1 this is not msgpack",
+        "schema_version": msgpack.packb({**wire, "v": SCHEMA_VERSION + 1}),
+        "oversized": msgpack.packb({**wire, "src": "x" * (codec.MAX_MESSAGE_BYTES + 16)}),
+        "invalid": msgpack.packb({**wire, "m": "first"}),
+    }
+    link = await Link.open(BrokerSettings(), "test-raw")
+    try:
+        for body in bodies.values():
+            await publish_raw(ns, link, body)
+    finally:
+        await link.close()
+    # the consumer keeps serving: a good task still gets its result
+    async with producer_for(ns) as producer:
+        [task] = make_groups(1, 1)[0]
+        await producer.submit_group([task])
+        group = await producer.next_group(20)
+    assert group.results[0].outcome.status is Status.OK
+    parked = await drain_queue(ns.topology.dead_letter_queue)
+    reasons = sorted(str(header(m, REASON_HEADER)).split(":")[0] for m in parked)
+    assert reasons == sorted(bodies), [header(m, REASON_HEADER) for m in parked]
+    assert consumer.poll() is None
+
+
+async def test_task_that_kills_its_consumer_is_parked(ns: Namespace, consumers_log: None) -> None:
+    ns.topology = Topology(namespace=ns.name, delivery_limit=2)
+    limit = ["--delivery-limit", "2"]
+    deaths = 0
+    current = ns.consumer(*limit).start()
+    await wait_consumers(ns.task_queue(), 1)
+    async with producer_for(ns, max_attempts=1) as producer:
+        poison = Task(
+            uuid.uuid4().hex, "dgemm-256", source("exit"), node_class=NODE_CLASS, group_id="poison"
+        )
+        await producer.submit_group([poison])
+
+        async def parked() -> bool:
+            nonlocal current, deaths
+            if current.poll() is not None:  # a supervisor (Slurm, systemd) restarts it
+                deaths += 1
+                assert deaths <= 5, "the poison task is retried forever"
+                current = ns.consumer(*limit).start()
+            counts = await queue_counts(ns.topology.dead_letter_queue)
+            return counts is not None and counts[0] == 1
+
+        await wait_until(parked, 60, "the poison task in the DLQ", period_s=0.2)
+        # the next consumer serves normal tasks again
+        [task] = make_groups(1, 1)[0]
+        await producer.submit_group([task])
+        group = await producer.next_group(30)
+    assert group.results[0].outcome.status is Status.OK
+    [message] = await drain_queue(ns.topology.dead_letter_queue)
+    assert header(message, "x-first-death-reason") == "delivery_limit"
+    assert codec.decode_task(message.body).task_id == poison.task_id
+    assert 1 <= deaths <= 3  # delivery limit 2: at most 3 deliveries
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+async def test_signal_drains_in_flight_task(
+    ns: Namespace, consumers_log: None, sig: signal.Signals
+) -> None:
+    """Slurm sends SIGUSR1 (--signal) before the time limit, SIGTERM at it."""
+    consumer = ns.consumer().start()
+    queue = ns.task_queue()
+    await wait_consumers(queue, 1)
+    async with producer_for(ns) as producer:
+        slow = Task(
+            uuid.uuid4().hex,
+            "dgemm-256",
+            source("sleep=1.5"),
+            node_class=NODE_CLASS,
+            group_id="slow",
+        )
+        await producer.submit_group([slow])
+
+        async def taken() -> bool:  # confirmed in the queue, then gone from it
+            return producer.stats.published == 1 and await queue_counts(queue) == (0, 1)
+
+        await wait_until(taken, 10, "the slow task delivered")
+        waiting = Task(
+            uuid.uuid4().hex, "dgemm-256", source(), node_class=NODE_CLASS, group_id="waiting"
+        )
+        await producer.submit_group([waiting])  # prefetch 1: it stays in the queue
+        consumer.signal(sig)
+        assert await consumer.wait(15) == 0
+        finished = await producer.next_group(5)
+        assert finished.group_id == "slow" and finished.results[0].outcome.status is Status.OK
+        assert await queue_counts(queue) == (1, 0)  # not taken, not lost
+        ns.consumer().start()  # another node picks it up
+        rest = await producer.next_group(30)
+    assert rest.group_id == "waiting" and rest.results[0].outcome.status is Status.OK
+    assert "consumer stopped" in consumer.log()
+
+
+async def test_broken_node_pauses_instead_of_draining_the_queue(
+    ns: Namespace, consumers_log: None
+) -> None:
+    consumer = ns.consumer("--infra-streak", "2", "--infra-pause-s", "1.5").start()
+    queue = ns.task_queue()
+    await wait_consumers(queue, 1)
+    async with producer_for(ns, max_attempts=1) as producer:
+        for i in range(2):
+            broken = Task(
+                uuid.uuid4().hex,
+                "dgemm-256",
+                source("raise"),
+                node_class=NODE_CLASS,
+                group_id=f"broken{i}",
+            )
+            await producer.submit_group([broken])
+            group = await producer.next_group(10)
+            assert "infra_error" in group.left_out[0].reason
+
+        async def paused() -> bool:
+            return await queue_counts(queue) == (0, 0)
+
+        await wait_until(paused, 5, "the consumer to unsubscribe")
+        await wait_consumers(queue, 1, timeout_s=10)  # and to come back after the pause
+        [task] = make_groups(1, 1)[0]
+        await producer.submit_group([task])
+        assert (await producer.next_group(10)).results[0].outcome.status is Status.OK
+    assert consumer.poll() is None
+
+
+async def test_consumer_started_before_the_broker_waits_for_it(
+    ns: Namespace, consumers_log: None
+) -> None:
+    port = free_port()
+    consumer = ns.consumer(url=proxy_url(port)).start()  # nothing listens there yet
+    await asyncio.sleep(1.5)
+    assert consumer.poll() is None, "gave up at once (aio-pika's fail_fast)"
+    proxy = await TcpProxy(listen_port=port).start()  # the broker "comes up"
+    try:
+        await wait_consumers(ns.task_queue(), 1, timeout_s=20)
+    finally:
+        await proxy.close()
+    assert "broker not reachable yet" in consumer.log()
