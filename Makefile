@@ -61,3 +61,9 @@ run-producer: install services
 bench-pipeline: install install-system services
 	$(PY) bench/bench_pipeline.py
 # ---- end pipeline ----------------------------------------------------------------------
+
+# ---- SQD controller (docs/sqd.md) --------------------------------------------------------
+.PHONY: run-sqd
+SQD_ARGS ?=
+run-sqd: install services
+	$(PY) -m hpcq --log-level info sqd --namespace $(NAMESPACE) $(SQD_ARGS)

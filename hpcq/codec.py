@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 
 from hpcq.errors import DecodeError
 from hpcq.messages import SCHEMA_VERSION, Heartbeat, Record, Result, StageUpdate, Task
