@@ -4,10 +4,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install install-system services test test-fast lint bench-eval clean help
+.PHONY: install install-ml install-system services test test-fast lint bench-eval clean help
 
 help:
+	@echo "make demo            the whole loop on this machine: small model, consumers, GRPO, report"
 	@echo "make install         virtualenv in $(VENV) with hpcq and its dev tools"
+	@echo "make install-ml      ... plus the producer side (torch CPU build, transformers, trl, peft)"
 	@echo "make test            install what is missing, check services, run the whole suite"
 	@echo "make lint            ruff and mypy --strict"
 	@echo "make bench-eval      evaluation-engine benchmark -> bench/results/"
@@ -21,6 +23,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The producer side. torch first, pinned: `pip install torch==2.13.0` takes the CPU build
+# (a bare `torch` requirement would pull several GB of CUDA wheels); the `ml` extra's
+# range is then already satisfied, and the check below fails loudly if it was replaced.
+ML_STAMP := $(VENV)/.installed-ml
+$(ML_STAMP): $(STAMP)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev,ml]'
+	$(PY) -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 'torch was replaced: ' + torch.__version__)"
+	touch $(ML_STAMP)
+install-ml: $(ML_STAMP)
+
 # System packages the sandbox needs (Debian). Needs root; harmless when already there.
 install-system:
 	@bash ops/install-system.sh
@@ -28,7 +41,7 @@ install-system:
 services:
 	@bash ops/check-services.sh
 
-test: install install-system services
+test: install install-ml install-system services
 	$(PY) -m pytest -q -ra
 
 test-fast: install
@@ -54,10 +67,6 @@ CONSUMER_ARGS ?=
 run-consumer: install install-system services
 	$(PY) -m hpcq --log-level info consumer --namespace $(NAMESPACE) $(CONSUMER_ARGS)
 
-# Until the GRPO producer lands: submit the honest sample kernels and print the results.
-run-producer: install services
-	$(PY) -m hpcq submit --namespace $(NAMESPACE) --json tests/corpus/honest/*.c
-
 bench-pipeline: install install-system services
 	$(PY) bench/bench_pipeline.py
 # ---- end pipeline ----------------------------------------------------------------------
@@ -67,3 +76,22 @@ bench-pipeline: install install-system services
 SQD_ARGS ?=
 run-sqd: install services
 	$(PY) -m hpcq --log-level info sqd --namespace $(NAMESPACE) $(SQD_ARGS)
+
+# ---- training (docs/training.md) ---------------------------------------------------------
+.PHONY: demo run-producer bench-train
+DEMO_STEPS ?= 40
+PRODUCER_ARGS ?=
+
+# The main job on one machine: builds the small model if missing, starts consumers (and
+# the SQD controller with DEMO_SQD=1), runs GRPO for DEMO_STEPS, writes runs/<id>/report.md.
+demo: install-ml install-system services
+	DEMO_STEPS=$(DEMO_STEPS) $(PY) -m bridges.demo
+
+# The GRPO producer against consumers already running (`make run-consumer`) on $(NAMESPACE).
+run-producer: install-ml services
+	$(PY) -m hpcq --log-level info producer --namespace $(NAMESPACE) \
+	    --config ops/configs/bootstrap-small.toml \
+	    --run-dir runs/producer-$$(date +%Y%m%d-%H%M%S) $(PRODUCER_ARGS)
+
+bench-train: install-ml install-system services
+	$(PY) bench/bench_train.py

@@ -1,0 +1,28 @@
+"""The policy backends by name: `hf` (transformers) or `vllm` (generation on vLLM)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from hpcq.errors import ConfigError
+from hpcq.policy import Policy
+from hpcq.train_settings import PolicySettings
+
+
+def make_policy(settings: PolicySettings) -> Policy:
+    if not settings.model:
+        raise ConfigError("no model: give --model (a hub id or a directory)")
+    if settings.backend == "vllm":
+        import torch
+
+        if importlib.util.find_spec("vllm") is None or not torch.cuda.is_available():
+            raise ConfigError(
+                "--backend vllm needs vLLM (pip install -e '.[gpu]') and a CUDA GPU; "
+                "on CPUs use --backend hf"
+            )
+        from bridges.vllm_policy import VLLMPolicy
+
+        return VLLMPolicy(settings, settings.model)
+    from bridges.hf_policy import HFPolicy
+
+    return HFPolicy(settings, settings.model)

@@ -1,0 +1,235 @@
+"""`hpcq producer` (online GRPO against the consumers) and `hpcq bootstrap-model`.
+
+Both handlers import torch and `bridges` inside themselves: `hpcq` and every other
+command stay importable on a CPU node without the ML stack. Environment variables are
+read here (through `hpcq.cli_pipeline`'s common options) and nowhere below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from hpcq.errors import ConfigError, InputError
+from hpcq.metrics import StepMetrics
+from hpcq.train_settings import TrainSettings, load_train_settings
+
+EXIT_OK = 0
+
+
+def default_model_dir(cache_dir: Path) -> Path:
+    return cache_dir / "bootstrap-model"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from hpcq.cli_pipeline import _common
+
+    p = subparsers.add_parser("producer", help="train a policy online with GRPO (needs [ml])")
+    _common(p)
+    p.add_argument("--model", default="", help="hub id or directory; default: bootstrap model")
+    p.add_argument("--problems", default="dgemm-256", help="comma-separated problem ids")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--group-size", type=int, default=None)
+    p.add_argument("--prompts-per-step", type=int, default=None)
+    p.add_argument("--run-dir", required=True, help="metrics, checkpoints; resumes if present")
+    p.add_argument("--backend", choices=("hf", "vllm"), default=None)
+    p.add_argument(
+        "--config",
+        "--train-config",
+        dest="train_config",
+        default=None,
+        help="training TOML ([policy], [loop], [advantage]); the engine's TOML is the "
+        "global `hpcq --config` before the command",
+    )
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--beta", type=float, default=None)
+    p.add_argument("--loss-type", choices=("grpo", "dr_grpo", "dapo"), default=None)
+    p.add_argument("--scale", choices=("group", "batch", "none"), default=None)
+    p.add_argument("--on-tie", choices=("drop", "resample"), default=None)
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--node-class", default=None, help="default: the settings' node.name")
+    p.add_argument("--name", default=None, help="producer name (results queue)")
+    p.add_argument(
+        "--stages",
+        choices=("fixed", "sqd"),
+        default="fixed",
+        help="fixed: every technique allowed; sqd: follow `hpcq sqd` stage updates",
+    )
+    p.add_argument("--sqd-config", default=None, help="with --stages sqd: the SQD TOML")
+    p.set_defaults(func=cmd_producer)
+
+    p = subparsers.add_parser("bootstrap-model", help="build the small self-trained code model")
+    p.add_argument("--out", required=True, help="directory to write the model into")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--samples", type=int, default=None, help="corpus size")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--check",
+        type=int,
+        default=32,
+        help="evaluate this many step-0 completions with the engine (0: skip)",
+    )
+    p.set_defaults(func=cmd_bootstrap)
+
+
+def _pick(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def progress_line(m: StepMetrics, steps: int) -> str:
+    reward = "-" if m.reward_mean is None else f"{m.reward_mean:8.2f}"
+    best = "-" if m.gflops_best is None else f"{m.gflops_best:6.2f}"
+    ok = m.status_fractions.get("ok", 0.0)
+    return (
+        f"step {m.step:4d}/{steps}  reward {reward}  ok {100 * ok:3.0f}%  best {best} GFLOPS  "
+        f"dropped {m.groups_dropped}/{m.groups}  gen {m.time_generate_s:5.1f}s  "
+        f"wait {m.time_rewards_s:5.1f}s  update {m.time_update_s:5.1f}s"
+    )
+
+
+def _run_id(run_dir: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", run_dir.resolve().name).lstrip(".-") or "run"
+
+
+def ensure_model(model: str, cache_dir: Path) -> str:
+    """`model` as given, or the bootstrap model (built first if missing)."""
+    if model:
+        return model
+    target = default_model_dir(cache_dir)
+    if not (target / "config.json").is_file():
+        from bridges.bootstrap import BootstrapSettings, build
+
+        print(f"building the bootstrap model in {target} (a few minutes)", file=sys.stderr)
+        build(target, BootstrapSettings())
+    return str(target)
+
+
+def train_settings_from(args: argparse.Namespace) -> TrainSettings:
+    """The training TOML (if any), then the flags that were given."""
+    return load_train_settings(
+        Path(args.train_config) if args.train_config else None,
+        policy=_pick(
+            model=args.model or None,
+            backend=args.backend,
+            lr=args.lr,
+            beta=args.beta,
+            loss_type=args.loss_type,
+            max_new_tokens=args.max_new_tokens,
+            threads=args.threads,
+            seed=args.seed,
+        ),
+        loop=_pick(
+            steps=args.steps,
+            group_size=args.group_size,
+            prompts_per_step=args.prompts_per_step,
+            on_tie=args.on_tie,
+        ),
+        advantage=_pick(scale=args.scale),
+    )
+
+
+async def cmd_producer(args: argparse.Namespace) -> int:
+    from bridges.policies import make_policy
+    from hpcq import grpo
+    from hpcq.cli import settings_from
+    from hpcq.cli_pipeline import _broker, _topology
+    from hpcq.problems import default_kernels_dir, load_problem
+    from hpcq.producer import Producer, ProducerSettings
+    from hpcq.prompts import FixedStages, StageSource
+
+    engine = settings_from(args)
+    train = train_settings_from(args)
+    kernels = engine.kernels_dir or default_kernels_dir()
+    names = [p.strip() for p in args.problems.split(",") if p.strip()]
+    if not names:
+        raise InputError("--problems: give at least one problem id")
+    problems = tuple(load_problem(p, kernels) for p in names)
+    model = ensure_model(train.policy.model, engine.cache_dir)
+    train = dataclasses.replace(train, policy=dataclasses.replace(train.policy, model=model))
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_id = _run_id(run_dir)
+    (run_dir / "config.json").write_text(
+        json.dumps({"train": dataclasses.asdict(train), "problems": names}, indent=2, default=str)
+    )
+    policy = make_policy(train.policy)
+    node_class = args.node_class or engine.node.name
+    name = args.name or f"grpo-{run_id}"[:100]
+    stages: StageSource = FixedStages()
+    client = None
+    if args.stages == "sqd":
+        from hpcq.stage_client import StageClient
+        from hpcq.stages import default_config_path, load_config
+
+        path = Path(args.sqd_config) if args.sqd_config else default_config_path(kernels)
+        config = load_config(path)
+        client = StageClient(_broker(args), args.namespace, config)
+        await client.start()
+        stages = client
+    try:
+        async with Producer(
+            _broker(args), _topology(args), ProducerSettings(name=name)
+        ) as producer:
+            run = grpo.Run(
+                policy=policy,
+                channel=producer,
+                problems=problems,
+                stages=stages,
+                settings=train,
+                rewards=engine.reward,
+                run_dir=run_dir,
+                run_id=run_id,
+                node_class=node_class,
+            )
+            steps = train.loop.steps
+            await grpo.train(run, on_step=lambda m: print(progress_line(m, steps), flush=True))
+    finally:
+        if client is not None:
+            await client.close()
+    return EXIT_OK
+
+
+async def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from bridges.bootstrap import BootstrapSettings, build, check_step0
+    from hpcq.cli import settings_from
+
+    base = BootstrapSettings()
+    s = dataclasses.replace(
+        base,
+        **_pick(
+            steps=args.steps,
+            max_minutes=args.max_minutes,
+            samples=args.samples,
+            threads=args.threads,
+            seed=args.seed,
+        ),
+    )
+    if s.steps < 1 or s.samples < s.batch_size:
+        raise ConfigError("--steps >= 1 and --samples >= the batch size (16)")
+    out = Path(args.out)
+    summary = build(out, s, log=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.check > 0:
+        summary["step0"] = await check_step0(out, args.check, settings_from(args))
+        (out / "bootstrap.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary))
+    return EXIT_OK
+
+
+def parser_with_training() -> argparse.ArgumentParser:
+    """`hpcq`'s parser with these commands, whether or not `hpcq.cli` registers them."""
+    from hpcq import cli
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if "producer" not in sub.choices:
+        register(sub)
+    return parser

@@ -1,0 +1,156 @@
+"""Settings of the GRPO producer: the policy backend and the training loop.
+
+A TOML file (`hpcq producer --config FILE`) may override any field, section by section:
+
+    [policy]     model, backend, lr, beta, clip_low, clip_high, loss_type, lora_r, ...
+    [loop]       group_size, prompts_per_step, steps, on_tie, checkpoint_every, ...
+    [advantage]  scale, tie_rtol, tie_atol, min_members, eps
+
+Command-line flags win over the file. `ops/configs/qwen2.5-coder-14b-instruct.toml` is the
+paper's setup as far as it can be reconstructed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from hpcq.advantages import AdvantageSettings
+from hpcq.errors import ConfigError
+from hpcq.settings import _section
+
+LossType = Literal["grpo", "dr_grpo", "dapo"]
+Backend = Literal["hf", "vllm"]
+OnTie = Literal["drop", "resample"]
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    model: str = ""
+    """Hub id or local directory of a causal LM; "" means the bootstrap model."""
+    backend: Backend = "hf"
+    dtype: str = "float32"
+    """torch dtype name: float32 on CPU, bfloat16 on GPUs."""
+    device: str = "auto"
+    """"auto": cuda when available, else cpu."""
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    beta: float = 0.0
+    """Coefficient of the per-token KL to the reference (initial) model; 0: no reference."""
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    """PPO ratio clipped to [1 - clip_low, 1 + clip_high] (DAPO's clip-higher)."""
+    loss_type: LossType = "dapo"
+    """How token losses are averaged: grpo (per sequence, then over sequences), dr_grpo
+    (sum / (sequences x max_new_tokens)), dapo (sum / tokens of the whole batch)."""
+    epochs: int = 1
+    """Optimizer steps on one batch (GRPO's mu); the clip only acts from the second."""
+    micro_batch: int = 8
+    """Sequences per forward/backward pass; gradients accumulate over the batch."""
+    max_new_tokens: int = 512
+    max_prompt_tokens: int = 1024
+    temperature: float = 1.0
+    top_p: float = 1.0
+    mask_truncated: bool = False
+    """Leave completions that hit max_new_tokens out of the loss (DAPO's overlong filter)."""
+    lora_r: int = 0
+    """0: train every weight; > 0: a LoRA adapter of this rank (peft)."""
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    """Dropout makes the training forward differ from the one that computed pi_old, so
+    the ratio is not 1 on the first epoch; off by default."""
+    lora_targets: tuple[str, ...] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    )
+    gradient_checkpointing: bool = False
+    threads: int = 0
+    """torch CPU threads (0: torch's default)."""
+    seed: int = 0
+    vllm_mode: str = "colocate"
+    """vLLM: "colocate" (in-process engine) or "server" (`vllm_url`)."""
+    vllm_url: str = "http://127.0.0.1:8000"
+    vllm_gpu_memory_utilization: float = 0.45
+
+    def __post_init__(self) -> None:
+        if self.loss_type not in ("grpo", "dr_grpo", "dapo"):
+            raise ConfigError(f"loss_type {self.loss_type!r}: choose grpo, dr_grpo or dapo")
+        if self.backend not in ("hf", "vllm"):
+            raise ConfigError(f"backend {self.backend!r}: choose hf or vllm")
+        if not (0 <= self.clip_low < 1 and self.clip_high >= 0):
+            raise ConfigError("clip_low in [0, 1) and clip_high >= 0")
+        if self.beta < 0 or self.lr <= 0 or self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ConfigError("beta >= 0, lr > 0, temperature > 0 and 0 < top_p <= 1")
+        if self.epochs < 1 or self.micro_batch < 1 or self.max_new_tokens < 1:
+            raise ConfigError("epochs, micro_batch and max_new_tokens must be >= 1")
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    steps: int = 30
+    group_size: int = 8
+    """G: completions per prompt; a group is measured and compared as a whole."""
+    prompts_per_step: int = 2
+    on_tie: OnTie = "drop"
+    """A group dropped for a tie (or too few survivors) is simply lost ("drop"), or
+    replaced by sampling new groups until `prompts_per_step` count (DAPO, "resample")."""
+    max_resample_rounds: int = 3
+    checkpoint_every: int = 10
+    keep_checkpoints: int = 2
+    cores_per_task: int = 1
+    """Cores of the slots measuring the kernels (told to the model in the prompt)."""
+    reward_wait_s: float = 7200.0
+    """Give up on a step whose rewards take longer (the producer retries and leaves out
+    members by itself; this only stops a hung run)."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.group_size < 2 or self.prompts_per_step < 1:
+            raise ConfigError("steps >= 0, group_size >= 2 and prompts_per_step >= 1")
+        if self.on_tie not in ("drop", "resample"):
+            raise ConfigError(f"on_tie {self.on_tie!r}: choose drop or resample")
+        if self.checkpoint_every < 1 or self.keep_checkpoints < 1:
+            raise ConfigError("checkpoint_every and keep_checkpoints must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    loop: LoopSettings = field(default_factory=LoopSettings)
+    advantage: AdvantageSettings = field(default_factory=AdvantageSettings)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "policy": PolicySettings,
+    "loop": LoopSettings,
+    "advantage": AdvantageSettings,
+}
+
+
+def load_train_settings(path: Path | None = None, **sections: dict[str, Any]) -> TrainSettings:
+    """Defaults, then the file's sections, then `sections` (from the command line),
+    e.g. `load_train_settings(p, loop={"steps": 5})`."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    unknown = sorted((set(data) | set(sections)) - set(_SECTIONS) - {"meta"})
+    if unknown:
+        raise ConfigError(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(_SECTIONS)}")
+    parts = {}
+    for name, cls in _SECTIONS.items():
+        table = {**data.get(name, {}), **sections.get(name, {})}
+        parts[name] = _section(name, cls, table, cls())
+    return dataclasses.replace(TrainSettings(), **parts)

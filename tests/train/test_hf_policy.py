@@ -1,0 +1,145 @@
+"""The transformers backend on the bootstrap model: sampling log-probs are pi_old
+exactly, an update moves probability toward positive advantages, the KL starts at zero,
+save/load resumes, LoRA trains only the adapter."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from .conftest import needs_torch
+
+needs_torch()
+
+import torch  # noqa: E402
+
+from bridges.hf_policy import HFPolicy  # noqa: E402
+from hpcq.extract import extract_code  # noqa: E402
+from hpcq.policy import Scored  # noqa: E402
+from hpcq.problems import load_problem  # noqa: E402
+from hpcq.prompts import DEFAULT_STAGE, build_prompt  # noqa: E402
+from hpcq.train_settings import PolicySettings  # noqa: E402
+
+SETTINGS = PolicySettings(lr=3e-3, max_new_tokens=160, threads=1, micro_batch=3, seed=1)
+PROMPT = build_prompt(load_problem("dgemm-256"), DEFAULT_STAGE)
+
+
+def test_samples_are_code_with_their_own_log_probs(tiny_model: Path) -> None:
+    policy = HFPolicy(SETTINGS, str(tiny_model))
+    (group,) = policy.generate([PROMPT], 6)
+    assert len(group) == 6 and all(s.policy_version == 0 for s in group)
+    usable = [s for s in group if extract_code(s.text, "dgemm").source is not None]
+    assert len(usable) >= 3, [s.text[:80] for s in group]
+    for s in group:
+        assert len(s.logprobs) == len(s.completion_ids) and all(lp <= 0 for lp in s.logprobs)
+        if not s.truncated:
+            assert s.completion_ids[-1] in policy.end_ids
+    again, _, _ = policy.token_logprobs(
+        [(s.prompt_ids, s.completion_ids) for s in group], grad=False
+    )
+    for b, s in enumerate(group):
+        assert again[b, : len(s.logprobs)].tolist() == pytest.approx(list(s.logprobs), abs=1e-4)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo"])
+def test_update_raises_the_logprob_of_the_better_sample(tiny_model: Path, loss_type: str) -> None:
+    policy = HFPolicy(
+        dataclasses.replace(SETTINGS, loss_type=loss_type, beta=0.04), str(tiny_model)
+    )
+    (group,) = policy.generate([PROMPT], 4)
+    good, bad = group[0], group[1]
+    pairs = [(good.prompt_ids, good.completion_ids), (bad.prompt_ids, bad.completion_ids)]
+    before = policy.token_logprobs(pairs, grad=False)[0].sum(1)
+    stats = policy.update([Scored(good, 1.0), Scored(bad, -1.0)])
+    after = policy.token_logprobs(pairs, grad=False)[0].sum(1)
+    assert policy.version == 1
+    assert stats.kl == pytest.approx(0.0, abs=1e-6)  # pi_theta == pi_ref before the step
+    assert stats.clip_low == 0 and stats.clip_high == 0  # one epoch: rho == 1
+    assert stats.sampler_kl == pytest.approx(0.0, abs=1e-5)
+    assert stats.tokens == len(good.completion_ids) + len(bad.completion_ids)
+    if good.completion_ids != bad.completion_ids:
+        assert after[0] > before[0] and after[1] < before[1]
+
+
+def test_second_epoch_measures_kl_and_clipping(tiny_model: Path) -> None:
+    s = dataclasses.replace(SETTINGS, beta=0.1, epochs=3, lr=2e-2)
+    policy = HFPolicy(s, str(tiny_model))
+    (group,) = policy.generate([PROMPT], 4)
+    stats = policy.update(
+        [Scored(x, a) for x, a in zip(group, (1.5, -0.5, -0.5, -0.5), strict=True)]
+    )
+    assert stats.loss == stats.loss and stats.grad_norm > 0  # finite
+    assert stats.kl > 0
+    assert policy.version == 1
+
+
+def test_save_and_load_restore_weights_optimizer_and_version(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    policy = HFPolicy(SETTINGS, str(tiny_model))
+    (group,) = policy.generate([PROMPT], 2)
+    policy.update([Scored(group[0], 1.0), Scored(group[1], -1.0)])
+    policy.save(tmp_path / "ckpt")
+    reference = {k: v.clone() for k, v in policy.model.state_dict().items()}
+    other = HFPolicy(SETTINGS, str(tiny_model))
+    other.load(tmp_path / "ckpt")
+    assert other.version == 1
+    for k, v in other.model.state_dict().items():
+        assert torch.equal(v, reference[k]), k
+    assert (
+        other.optimizer.state_dict()["state"].keys()
+        == policy.optimizer.state_dict()["state"].keys()
+    )
+
+
+def test_lora_trains_only_the_adapter_and_uses_the_base_as_reference(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("peft", reason="LoRA needs peft (the ml extra)")
+    s = dataclasses.replace(SETTINGS, lora_r=4, lora_alpha=8, lora_dropout=0.0, beta=0.05)
+    policy = HFPolicy(s, str(tiny_model))
+    trainable = [n for n, p in policy.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    (group,) = policy.generate([PROMPT], 2)
+    stats = policy.update([Scored(group[0], 1.0), Scored(group[1], -1.0)])
+    assert stats.kl == pytest.approx(0.0, abs=1e-6)
+    policy.save(tmp_path / "lora")
+    assert (tmp_path / "lora" / "model" / "adapter_model.safetensors").is_file()
+    other = HFPolicy(s, str(tiny_model))
+    other.load(tmp_path / "lora")
+    assert other.version == 1
+
+
+def test_batched_log_probs_match_one_sequence_at_a_time(tiny_model: Path) -> None:
+    """Right padding, different prompt lengths and the kept-logits window give the same
+    numbers as a plain forward pass over each sequence alone."""
+    policy = HFPolicy(dataclasses.replace(SETTINGS, temperature=0.7), str(tiny_model))
+    (group,) = policy.generate([PROMPT], 3)
+    short = build_prompt(load_problem("dgemm-512"), DEFAULT_STAGE)
+    (other,) = policy.generate([short], 1)
+    pairs = [(s.prompt_ids[k:], s.completion_ids) for s, k in zip(group, (0, 5, 11), strict=True)]
+    pairs.append((other[0].prompt_ids, other[0].completion_ids))
+    batched, _, mask = policy.token_logprobs(pairs, grad=False)
+    with torch.no_grad():
+        for b, (p, c) in enumerate(pairs):
+            ids = torch.tensor([[*p, *c]])
+            logits = policy.model(input_ids=ids).logits[0].float() / 0.7
+            lp = torch.log_softmax(logits, -1)[len(p) - 1 : len(p) + len(c) - 1]
+            alone = lp.gather(1, torch.tensor(c)[:, None]).squeeze(1)
+            assert batched[b, : len(c)].tolist() == pytest.approx(alone.tolist(), abs=1e-4)
+            assert mask[b].sum() == len(c)
+
+
+def test_vllm_backend_without_gpu_is_a_clear_config_error(tiny_model: Path) -> None:
+    import importlib.util
+
+    from bridges.policies import make_policy
+    from hpcq.errors import ConfigError
+
+    if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available():
+        pytest.skip("vLLM and a GPU are here: test_vllm_policy.py covers this machine")
+    with pytest.raises(ConfigError, match="--backend vllm needs"):
+        make_policy(PolicySettings(backend="vllm", model=str(tiny_model)))
+    assert isinstance(make_policy(PolicySettings(model=str(tiny_model))), HFPolicy)

@@ -1,0 +1,85 @@
+"""Prompts carry the stage's constraints; every corpus variant is honest about its
+techniques and satisfies the constraints it is sampled under."""
+
+from __future__ import annotations
+
+import random
+
+from hpcq import techniques as tq
+from hpcq.outcome import Constraints
+from hpcq.problems import load_problem
+from hpcq.prompts import DEFAULT_STAGE, FixedStages, Stage, build_prompt, fenced
+from hpcq.variants import FAMILIES, allowed, labelled_variants, sample_constraints
+
+
+def test_prompt_names_problem_and_constraints() -> None:
+    problem = load_problem("dgemm-256")
+    stage = Stage(
+        "s1", Constraints(forbidden=frozenset({"openmp", "simd"}), required=frozenset({"packing"}))
+    )
+    system, user = build_prompt(problem, stage, cores=2)
+    assert system.role == "system" and user.role == "user"
+    assert problem.signature in user.content and "256 x 256 x 256" in user.content
+    assert "Forbidden techniques: openmp, simd." in user.content
+    assert "Required techniques: packing." in user.content
+    assert "2 core(s)" in user.content
+
+
+def test_default_stage_allows_everything() -> None:
+    _, user = build_prompt(load_problem("dgemm-256"), FixedStages().stage_for("dgemm-256"))
+    assert "Forbidden techniques: none." in user.content
+    assert FixedStages().stage_for("x") is DEFAULT_STAGE
+
+
+def test_hint_is_appended() -> None:
+    _, user = build_prompt(load_problem("dgemm-256"), Stage(hint="Beat 10 GFLOPS."))
+    assert "Beat 10 GFLOPS." in user.content
+
+
+def test_every_variant_labelled_by_the_detector() -> None:
+    variants = labelled_variants()
+    assert {x.variant.family for x in variants} == set(FAMILIES)
+    for x in variants:
+        assert x.techniques == frozenset(tq.detect(x.source))
+        assert x.source.startswith(("void dgemm(", "#include <stdlib.h>"))
+        assert "omp simd" not in x.source or "GCC unroll" not in x.source
+
+
+def test_sampled_constraints_always_have_a_variant() -> None:
+    rng = random.Random(3)
+    for _ in range(200):
+        c = sample_constraints(rng)
+        ok = allowed(c)
+        assert ok
+        for x in ok:
+            assert not (x.techniques & c.forbidden) and c.required <= x.techniques
+
+
+def test_fenced_round_trip() -> None:
+    from hpcq.extract import extract_code
+
+    src = labelled_variants()[0].source
+    assert extract_code(fenced(src), "dgemm").source == src
+
+
+def test_paper_config_loads() -> None:
+    from pathlib import Path
+
+    from hpcq.train_settings import load_train_settings
+
+    path = Path(__file__).resolve().parents[2] / "ops/configs/qwen2.5-coder-14b-instruct.toml"
+    s = load_train_settings(path, loop={"steps": 3})
+    assert s.policy.backend == "vllm" and s.policy.beta > 0 and s.loop.group_size == 8
+    assert s.loop.steps == 3  # the command line wins over the file
+
+
+def test_unknown_settings_fail_fast() -> None:
+    import pytest
+
+    from hpcq.errors import ConfigError
+    from hpcq.train_settings import load_train_settings
+
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_train_settings(None, policy={"learning_rate": 1.0})
+    with pytest.raises(ConfigError, match="loss_type"):
+        load_train_settings(None, policy={"loss_type": "ppo"})
