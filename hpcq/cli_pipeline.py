@@ -26,7 +26,7 @@ EXIT_OK, EXIT_INFRA = 0, 3
 _NODE_CLASS_HELP = "routing name of the CPU class (default: [node] name, detected from this CPU)"
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def add_broker_args(p: argparse.ArgumentParser) -> None:
     env = os.environ.get
     p.add_argument(
         "--namespace",
@@ -46,17 +46,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _broker(args: argparse.Namespace) -> BrokerSettings:
+def broker_from_args(args: argparse.Namespace) -> BrokerSettings:
     return BrokerSettings(url=args.amqp_url)
 
 
-def _topology(args: argparse.Namespace) -> Topology:
+def topology_from_args(args: argparse.Namespace) -> Topology:
     return Topology(namespace=args.namespace, delivery_limit=args.delivery_limit)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("consumer", help="serve evaluation tasks on this CPU node")
-    _common(p)
+    add_broker_args(p)
     p.add_argument("--slots", type=int, default=None, help="default: as many as fit")
     p.add_argument("--cores-per-slot", type=int, default=1)
     p.add_argument(
@@ -93,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=cmd_consumer)
 
     p = subparsers.add_parser("submit", help="evaluate C files on the cluster; JSON lines out")
-    _common(p)
+    add_broker_args(p)
     p.add_argument("files", nargs="+", metavar="FILE.c")
     p.add_argument("--problem", default="dgemm-256")
     p.add_argument("--forbid", default="", help="comma-separated techniques the stage forbids")
@@ -112,7 +112,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=cmd_submit)
 
     p = subparsers.add_parser("replay", help="read the replay stream: dump or re-publish")
-    _common(p)
+    add_broker_args(p)
     p.add_argument(
         "--from",
         dest="start",
@@ -129,7 +129,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=cmd_replay)
 
     p = subparsers.add_parser("status", help="queue depths, consumers, dead letters, rate")
-    _common(p)
+    add_broker_args(p)
     p.add_argument(
         "--node-class",
         action="append",
@@ -194,7 +194,7 @@ async def cmd_consumer(args: argparse.Namespace) -> int:
         infra_streak_limit=args.infra_streak,
         infra_pause_s=args.infra_pause_s,
     )
-    consumer = Consumer(_broker(args), _topology(args), settings, plan, evaluator)
+    consumer = Consumer(broker_from_args(args), topology_from_args(args), settings, plan, evaluator)
     loop = asyncio.get_running_loop()
     # Slurm sends SIGUSR1 (--signal) before the time limit and SIGTERM at it.
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
@@ -267,7 +267,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
         max_attempts=args.attempts,
         delete_queue_on_close=True,
     )
-    async with Producer(_broker(args), _topology(args), settings) as producer:
+    async with Producer(broker_from_args(args), topology_from_args(args), settings) as producer:
         await producer.submit_group(tasks)
         # The producer's deadlines end every attempt; this bound only guards against a bug.
         group = await producer.next_group(timeout_s=args.timeout_s * (args.attempts + 1) + 60)
@@ -292,7 +292,7 @@ async def cmd_replay(args: argparse.Namespace) -> int:
         node_class=args.node_class,
         idle_s=args.idle_s,
     )
-    summary = await replay(_broker(args), _topology(args), settings)
+    summary = await replay(broker_from_args(args), topology_from_args(args), settings)
     print(json.dumps(dataclasses.asdict(summary)))
     return EXIT_OK
 
@@ -302,8 +302,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
     node_classes = tuple(args.node_class or (_node_class(args),))
     report = await snapshot(
-        _broker(args),
-        _topology(args),
+        broker_from_args(args),
+        topology_from_args(args),
         node_classes=node_classes,
         window_s=args.window_s,
         listen_s=args.listen_s,

@@ -27,10 +27,10 @@ def default_model_dir(cache_dir: Path) -> Path:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from hpcq.cli_pipeline import _common
+    from hpcq.cli_pipeline import add_broker_args
 
     p = subparsers.add_parser("producer", help="train a policy online with GRPO (needs [ml])")
-    _common(p)
+    add_broker_args(p)
     p.add_argument("--model", default="", help="hub id or directory; default: bootstrap model")
     p.add_argument("--problems", default="dgemm-256", help="comma-separated problem ids")
     p.add_argument("--steps", type=int, default=None)
@@ -141,7 +141,7 @@ async def cmd_producer(args: argparse.Namespace) -> int:
     from bridges.policies import make_policy
     from hpcq import grpo
     from hpcq.cli import settings_from
-    from hpcq.cli_pipeline import _broker, _topology
+    from hpcq.cli_pipeline import broker_from_args, topology_from_args
     from hpcq.problems import default_kernels_dir, load_problem
     from hpcq.producer import Producer, ProducerSettings
     from hpcq.prompts import FixedStages, StageSource
@@ -172,12 +172,12 @@ async def cmd_producer(args: argparse.Namespace) -> int:
 
         path = Path(args.sqd_config) if args.sqd_config else default_config_path(kernels)
         config = load_config(path)
-        client = StageClient(_broker(args), args.namespace, config)
+        client = StageClient(broker_from_args(args), args.namespace, config)
         await client.start()
         stages = client
     try:
         async with Producer(
-            _broker(args), _topology(args), ProducerSettings(name=name)
+            broker_from_args(args), topology_from_args(args), ProducerSettings(name=name)
         ) as producer:
             run = grpo.Run(
                 policy=policy,

@@ -158,12 +158,12 @@ class Engine:
 
     async def _binaries(self, problem: Problem) -> HarnessBinaries:
         async with self._setup_lock:
-            self.sandbox.check_available()
-            if self._cc_version is None:
-                self._cc_version = await harness.compiler_version(self.settings.node.cc)
-            if problem.family not in self._harness:
+            if problem.family not in self._harness:  # once per family and engine
+                self.sandbox.check_available()
+                if self._cc_version is None:
+                    self._cc_version = await harness.compiler_version(self.settings.node.cc)
                 self._harness[problem.family] = await harness.build(
-                    problem, self.settings.node.cc, self.settings.work_dir
+                    problem, self.settings.node.cc, self._cc_version, self.settings.work_dir
                 )
             return self._harness[problem.family]
 

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,51 +53,67 @@ class HarnessBinaries:
     digest: str  # part of the result-cache key: a new harness re-measures everything
 
 
-def _digest(problem: Problem, cc_version: str) -> str:
+def _digest(sources: Sequence[Path], cc_version: str) -> str:
     h = hashlib.sha256()
     h.update(cc_version.encode())
     h.update(repr(HARNESS_CFLAGS).encode())
-    headers = sorted(problem.judge_sources[0].parent.glob("*.h"))
-    for src in (*problem.sources, *headers):
+    for src in sources:
         h.update(src.name.encode())
         h.update(src.read_bytes())
     return h.hexdigest()[:16]
 
 
-async def build(problem: Problem, cc: str, work_dir: Path) -> HarnessBinaries:
+async def build(problem: Problem, cc: str, cc_version: str, work_dir: Path) -> HarnessBinaries:
     """Build (or reuse) the family's judge and runner; safe across processes."""
-    version = await compiler_version(cc)
-    digest = _digest(problem, version)
+    include = problem.judge_sources[0].parent
+    digest = _digest((*problem.sources, *sorted(include.glob("*.h"))), cc_version)
     target = secure_dir(secure_dir(work_dir) / "harness") / f"{problem.family}-{digest}"
-    lock = _locks.setdefault(str(target), asyncio.Lock())
-    async with lock:
-        if not (target / "runner").is_file():
-            await _build_into(problem, cc, target)
+    await _build_once(
+        target,
+        "runner",
+        lambda tmp: [
+            [cc, *HARNESS_CFLAGS, f"-I{include}", "-o", str(tmp / "judge"),
+             *map(str, problem.judge_sources), "-lm"],
+            [cc, *HARNESS_CFLAGS, f"-I{include}", "-o", str(tmp / "runner"),
+             *map(str, problem.call_sources), "-ldl"],
+        ],
+    )  # fmt: skip
     return HarnessBinaries(judge=target / "judge", runner=target / "runner", digest=digest)
 
 
-async def _build_into(problem: Problem, cc: str, target: Path) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
-    try:
-        include = f"-I{problem.judge_sources[0].parent}"
-        jobs = [
-            [cc, *HARNESS_CFLAGS, include, "-o", str(tmp / "judge"),
-             *map(str, problem.judge_sources), "-lm"],
-            [cc, *HARNESS_CFLAGS, include, "-o", str(tmp / "runner"),
-             *map(str, problem.call_sources), "-ldl"],
-        ]  # fmt: skip
-        for argv in jobs:
-            done = await procs.run(argv, timeout_s=_BUILD_TIMEOUT_S)
-            if done.returncode != 0:
-                raise InfraError(f"building the trusted harness failed: {done.text(1500)}")
-        tmp.chmod(0o755)
+async def build_peak(cc: str, cc_version: str, kernels_dir: Path, work_dir: Path) -> Path:
+    """Build (or reuse) the peak benchmark (kernels/harness/peak.c); safe across processes."""
+    src = kernels_dir / "harness" / "peak.c"
+    target = secure_dir(secure_dir(work_dir) / "harness") / f"peak-{_digest([src], cc_version)}"
+    await _build_once(
+        target, "peak", lambda tmp: [[cc, *HARNESS_CFLAGS, "-o", str(tmp / "peak"), str(src)]]
+    )
+    return target / "peak"
+
+
+async def _build_once(target: Path, last: str, jobs: Callable[[Path], list[list[str]]]) -> None:
+    """Run the compile `jobs` into a fresh directory, then rename it to `target`.
+
+    The rename is atomic, so other processes see a complete build or none; `last` is the
+    file whose presence means the build is complete."""
+    lock = _locks.setdefault(str(target), asyncio.Lock())
+    async with lock:
+        if (target / last).is_file():
+            return
+        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
         try:
-            tmp.rename(target)
-        except OSError:
-            if not (target / "runner").is_file():  # lost a race only if the winner finished
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            for argv in jobs(tmp):
+                done = await procs.run(argv, timeout_s=_BUILD_TIMEOUT_S)
+                if done.returncode != 0:
+                    raise InfraError(f"building trusted {last} failed: {done.text(1500)}")
+            tmp.chmod(0o755)
+            try:
+                tmp.rename(target)
+            except OSError:
+                if not (target / last).is_file():  # lost a race only if the winner finished
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import structlog
 
 from hpcq import procs
 from hpcq.errors import InfraError
-from hpcq.harness import HARNESS_CFLAGS, secure_dir
+from hpcq.harness import build_peak, compiler_version
 
 log = structlog.get_logger()
 
@@ -34,12 +34,8 @@ def cpu_model() -> str:
 
 
 async def measure_peak(cc: str, kernels_dir: Path, work_dir: Path, core: int) -> float:
-    src = kernels_dir / "harness" / "peak.c"
-    out = secure_dir(work_dir) / "peak"
-    done = await procs.run([cc, *HARNESS_CFLAGS, "-o", str(out), str(src)], timeout_s=60)
-    if done.returncode != 0:
-        raise InfraError(f"building the peak benchmark failed: {done.text(800)}")
-    done = await procs.run(["taskset", "-c", str(core), str(out)], timeout_s=120)
+    binary = await build_peak(cc, await compiler_version(cc), kernels_dir, work_dir)
+    done = await procs.run(["taskset", "-c", str(core), str(binary)], timeout_s=120)
     try:
         value = float(json.loads(done.stdout.decode().strip().splitlines()[-1])["gflops_per_core"])
     except (ValueError, KeyError, IndexError, TypeError) as exc:

@@ -224,7 +224,7 @@ def _coerce(section: str, key: str, hint: Any, value: Any) -> Any:
     raise ConfigError(f"{where}: unsupported setting type {hint!r}")
 
 
-def _section(name: str, cls: type[Any], table: dict[str, Any], base: Any) -> Any:
+def load_section(name: str, cls: type[Any], table: dict[str, Any], base: Any) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(table) - known)
@@ -254,7 +254,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> EngineSettings:
             f"known: {', '.join(sorted(_SECTIONS))}, engine"
         )
     parts = {
-        name: _section(name, cls, data.get(name, {}), getattr(base, name))
+        name: load_section(name, cls, data.get(name, {}), getattr(base, name))
         for name, cls in _SECTIONS.items()
     }
     engine = data.get("engine", {})

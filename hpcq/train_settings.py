@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from hpcq.advantages import AdvantageSettings
 from hpcq.errors import ConfigError
-from hpcq.settings import _section
+from hpcq.settings import load_section
 
 LossType = Literal["grpo", "dr_grpo", "dapo"]
 Backend = Literal["hf", "vllm"]
@@ -152,5 +152,5 @@ def load_train_settings(path: Path | None = None, **sections: dict[str, Any]) ->
     parts = {}
     for name, cls in _SECTIONS.items():
         table = {**data.get(name, {}), **sections.get(name, {})}
-        parts[name] = _section(name, cls, table, cls())
+        parts[name] = load_section(name, cls, table, cls())
     return dataclasses.replace(TrainSettings(), **parts)
