@@ -9,6 +9,12 @@ returns one reward per completion: GFLOPS for a correct kernel, the tier penalty
 failure, and `None` for a member the pipeline could not judge (infra_error, deadline),
 which TRL turns into NaN and leaves out of the group's baseline.
 
+The reward is the run's: `rewards` (default: the paper's tiers and GFLOPS) applied here,
+on the trainer's side, to the raw measurement (`hpcq.reward.training_reward`, through
+`hpcq.rollout.score`, the same function `hpcq producer` trains with). The reward figure
+a consumer computed from its own TOML is ignored. `reward.rewards` is what to record
+with the trainer's config.
+
 It is an async callable: TRL runs it on its own long-lived event loop thread, where the
 producer's connection lives between calls; close it on that loop at the end:
 `asyncio.run_coroutine_threadsafe(reward.close(), trainer.async_loop).result()`.
@@ -26,6 +32,7 @@ from hpcq.outcome import Constraints, Status
 from hpcq.policy import Sample
 from hpcq.problems import Problem, load_problem
 from hpcq.producer import Producer, ProducerSettings
+from hpcq.reward import check_reward_settings
 from hpcq.rollout import Context, Prompted, score
 from hpcq.settings import RewardSettings
 from hpcq.topology import Topology
@@ -60,6 +67,7 @@ class PipelineReward:
         self.problem_id = problem_id
         self.constraints = constraints or Constraints()
         self.rewards = rewards or RewardSettings()
+        check_reward_settings(self.rewards)
         self.producer_name = producer_name
         self.run_id = run_id
         self.wait_s = wait_s

@@ -20,11 +20,17 @@ import aio_pika
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
+from aiormq.exceptions import (
+    AuthenticationError,
+    ConnectionNotAllowed,
+    InvalidFrameError,
+    ProbableAuthenticationError,
+)
 from pamqp.common import FieldValue
 from yarl import URL
 
 from hpcq.codec import CONTENT_TYPE
-from hpcq.errors import ConfigError, InfraError
+from hpcq.errors import BrokerRefusedError, ConfigError, InfraError
 
 log = structlog.get_logger()
 
@@ -66,8 +72,40 @@ def _connection_url(settings: BrokerSettings) -> URL:
     return url.with_query({**defaults, **url.query})
 
 
+def refusal(settings: BrokerSettings, exc: BaseException) -> BrokerRefusedError | None:
+    """The broker answered, and said no: wrong credentials or virtual host. Waiting for
+    it cannot help, unlike a broker that is not up yet."""
+    url = URL(settings.url)
+    where = f"RabbitMQ at {settings.redacted_url}"
+    text = str(exc)
+    if isinstance(exc, ProbableAuthenticationError | AuthenticationError) or (
+        "ACCESS_REFUSED" in text
+    ):
+        return BrokerRefusedError(
+            f"{where} refused the login of user {url.user or 'guest'!r} (ACCESS_REFUSED): "
+            "fix the user or password in --amqp-url / HPCQ_AMQP_URL "
+            "(the broker's users: `rabbitmqctl list_users`)"
+        )
+    # aiormq 7.2 reports Connection.Close in answer to Connection.Open (RabbitMQ's 530
+    # NOT_ALLOWED: no such vhost, or no access to it) as an unexpected frame.
+    closed_at_open = isinstance(exc, InvalidFrameError) and (
+        "Connection.OpenOk" in text and "Connection.Close" in text
+    )
+    if isinstance(exc, ConnectionNotAllowed) or closed_at_open or "NOT_ALLOWED" in text:
+        vhost = url.path[1:] or "/"
+        return BrokerRefusedError(
+            f"{where} refused virtual host {vhost!r} to user {url.user or 'guest'!r} "
+            "(NOT_ALLOWED: the vhost does not exist, or the user has no access to it): "
+            "fix the vhost (the URL's path) in --amqp-url / HPCQ_AMQP_URL, or create it "
+            f"(`rabbitmqctl add_vhost {vhost}` and `rabbitmqctl set_permissions -p "
+            f"{vhost} USER '.*' '.*' '.*'`)"
+        )
+    return None
+
+
 async def connect(settings: BrokerSettings, name: str) -> AbstractRobustConnection:
-    """Connect robustly, retrying the first attempt for `connect_wait_s`."""
+    """Connect robustly, retrying the first attempt for `connect_wait_s` while the broker
+    is unreachable; a refusal (credentials, vhost) raises BrokerRefusedError at once."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.connect_wait_s
     url = _connection_url(settings)
@@ -78,6 +116,9 @@ async def connect(settings: BrokerSettings, name: str) -> AbstractRobustConnecti
                 url, client_properties={"connection_name": name}, timeout=10
             )
         except (TimeoutError, *CONNECTION_EXCEPTIONS) as exc:
+            refused = refusal(settings, exc)
+            if refused is not None:
+                raise refused from exc
             if loop.time() + pause > deadline:
                 raise InfraError(
                     f"cannot reach RabbitMQ at {settings.redacted_url} ({exc!r}); start it "

@@ -1,14 +1,19 @@
 """The result cache: identical completions, common inside a GRPO group, cost nothing twice.
 
-The key hashes everything that can change a verdict: the source, the compiler and its
-version, the flags, the problem and its shape, the node class, the stage constraints,
-the number of cores and the harness version. Entries are JSON files written atomically
-(temp file, then rename), so concurrent consumers on one node share them safely.
-Infrastructure failures are never cached.
+The key hashes everything that can change a verdict (the engine builds it): the source,
+the compiler and its version, the node class with its flags and peak, the problem and
+its shape, the measure, sandbox and reward settings, the stage constraints, the number
+of cores, the harness version and the version of the static checks and technique
+detector (`detector_digest`). Entries are JSON files written atomically (temp file, then
+rename), so concurrent consumers on one node share them safely. Infrastructure failures
+are never cached. A write that fails (disk full, read-only cache) is logged and leaves
+no temp file behind: the measurement it would have stored is still returned.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -16,12 +21,42 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from hpcq.outcome import EvalResult, Status
+
+log = structlog.get_logger()
+
+# Modules whose code decides a verdict before the judge does: a new version of any of
+# them must re-evaluate everything (the judge and runner have their own digest).
+_DETECTOR_MODULES = (
+    "static_checks",
+    "object_checks",
+    "elf",
+    "techniques",
+    "csource",
+    "cexpr",
+    "preprocess",
+    "build",
+)
 
 
 def cache_key(**parts: Any) -> str:
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+@functools.cache
+def detector_digest() -> str:
+    """Hash of the source of the static checks, the technique detector and the build
+    steps, as installed."""
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in _DETECTOR_MODULES:
+        path = here / f"{name}.py"
+        h.update(name.encode())
+        h.update(path.read_bytes() if path.exists() else b"-")
+    return h.hexdigest()[:16]
 
 
 class ResultCache:
@@ -41,12 +76,23 @@ class ResultCache:
         except (OSError, ValueError, TypeError, KeyError):
             return None  # missing or unreadable: evaluate again
 
-    def put(self, key: str, result: EvalResult) -> None:
+    def put(self, key: str, result: EvalResult) -> bool:
+        """Store `result`; False (and a log line) when the disk refuses. Never raises for
+        that: losing a cache entry costs a re-measurement, losing the result costs more."""
         if result.status is Status.INFRA_ERROR:
-            return
+            return False
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(result.to_dict(), f)
-        os.replace(tmp, path)
+        tmp: str | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "w") as f:
+                json.dump(result.to_dict(), f)
+            os.replace(tmp, path)
+            return True
+        except OSError as exc:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            log.warning("cache.write_failed", key=key[:16], error=str(exc))
+            return False

@@ -4,7 +4,8 @@ Environment variables are read here and nowhere else (HPCQ_CONFIG, HPCQ_CACHE_DI
 HPCQ_KERNELS_DIR, HPCQ_LOG_LEVEL; the pipeline commands add HPCQ_AMQP_URL and
 HPCQ_NAMESPACE). Exit codes: 0 the command did its job (for `eval`: the evaluation ran,
 whatever the kernel's status), 2 bad input or configuration, 3 the node could not
-evaluate (infra_error), 130 interrupted.
+evaluate (infra_error) or the broker could not be reached, 4 the broker refused the
+credentials or the virtual host of the AMQP URL, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from hpcq import __version__
-from hpcq.errors import ConfigError, HpcqError, InfraError, InputError
+from hpcq.errors import BrokerRefusedError, ConfigError, HpcqError, InfraError, InputError
 from hpcq.logs import setup_logging
 from hpcq.outcome import Constraints, EvalRequest, EvalResult, Status
 from hpcq.settings import EngineSettings, load_settings
 from hpcq.static_checks import MAX_SOURCE_BYTES
 
-EXIT_OK, EXIT_INPUT, EXIT_INFRA, EXIT_INTERRUPTED = 0, 2, 3, 130
+EXIT_OK, EXIT_INPUT, EXIT_INFRA, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 
 
 def read_source(path: Path) -> str:
@@ -193,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             code = args.func(args)
         return code
+    except BrokerRefusedError as exc:
+        print(f"hpcq: broker refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     except (InputError, ConfigError) as exc:
         print(f"hpcq: error: {exc}", file=sys.stderr)
         return EXIT_INPUT

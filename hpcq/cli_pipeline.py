@@ -41,8 +41,9 @@ def add_broker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--delivery-limit",
         type=int,
-        default=3,
-        help="failed deliveries before a task is parked in the DLQ (same in every process)",
+        default=Topology.delivery_limit,
+        help="backstop: returns of one delivery (crashes, cut connections) before the "
+        "broker parks it in the DLQ (same in every process of a namespace)",
     )
 
 
@@ -80,6 +81,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="infra_error outcomes in a row after which the node pauses taking tasks",
     )
     p.add_argument("--infra-pause-s", type=float, default=60.0)
+    p.add_argument(
+        "--crash-limit",
+        type=int,
+        default=2,
+        help="consumer deaths during a task's evaluation after which it is parked in the DLQ",
+    )
+    p.add_argument(
+        "--journal-dir",
+        default=None,
+        help="local folder of the crash journals (default <cache-dir>/journal/NS/NODE_CLASS)",
+    )
     p.add_argument(
         "--no-cache",
         action="store_true",
@@ -175,6 +187,15 @@ def _evaluator(args: argparse.Namespace) -> tuple[Evaluator, str]:
     return Engine(settings), node_class
 
 
+def _journal_dir(args: argparse.Namespace, node_class: str) -> Path:
+    if args.journal_dir:
+        return Path(args.journal_dir)
+    from hpcq.cli import settings_from
+
+    cache_dir: Path = settings_from(args).cache_dir
+    return cache_dir / "journal" / str(args.namespace) / node_class
+
+
 async def cmd_consumer(args: argparse.Namespace) -> int:
     from hpcq.consumer import Consumer, ConsumerSettings
     from hpcq.slots import allowed_cores, plan_slots
@@ -193,6 +214,8 @@ async def cmd_consumer(args: argparse.Namespace) -> int:
         drain_timeout_s=args.drain_timeout_s,
         infra_streak_limit=args.infra_streak,
         infra_pause_s=args.infra_pause_s,
+        journal_dir=_journal_dir(args, node_class),
+        crash_limit=args.crash_limit,
     )
     consumer = Consumer(broker_from_args(args), topology_from_args(args), settings, plan, evaluator)
     loop = asyncio.get_running_loop()
@@ -236,9 +259,12 @@ def _human(line: dict[str, Any]) -> str:
 
 
 async def cmd_submit(args: argparse.Namespace) -> int:
-    from hpcq.cli import parse_techniques, read_source
+    from hpcq.cli import parse_techniques, read_source, settings_from
+    from hpcq.problems import default_kernels_dir, load_problem
     from hpcq.producer import Producer, ProducerSettings
 
+    # Bad input stops here, before anything is published.
+    load_problem(args.problem, settings_from(args).kernels_dir or default_kernels_dir())
     sources = [read_source(Path(f)) for f in args.files]
     constraints = Constraints(
         forbidden=parse_techniques(args.forbid), required=parse_techniques(args.require)

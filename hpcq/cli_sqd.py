@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcq.archive import Archive, Elite
-from hpcq.errors import InputError
+from hpcq.errors import InfraError, InputError
 from hpcq.sqd import ProblemState, problem_from_json
 from hpcq.sqd_service import read_snapshot, state_path_for
 
@@ -131,6 +131,12 @@ async def cmd_sqd(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.stop)
     await service.run()
+    if service.snapshot_error is not None:
+        raise InfraError(
+            f"sqd stopped without writing its last snapshot: {service.snapshot_error}; "
+            "free space or fix --state-dir, then start it again (it re-reads the records "
+            "since its last snapshot from the stream)"
+        )
     return EXIT_OK
 
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from hpcq.errors import ConfigError, InputError
 from hpcq.metrics import StepMetrics
-from hpcq.train_settings import TrainSettings, load_train_settings
+from hpcq.settings import RewardSettings
+from hpcq.train_settings import TrainSettings, load_train_settings, record_run
 
 EXIT_OK = 0
 
@@ -43,8 +44,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--train-config",
         dest="train_config",
         default=None,
-        help="training TOML ([policy], [loop], [advantage]); the engine's TOML is the "
-        "global `hpcq --config` before the command",
+        help="training TOML ([policy], [loop], [advantage], [reward]: the reward the run "
+        "trains on); the engine's TOML is the global `hpcq --config` before the command",
     )
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--beta", type=float, default=None)
@@ -113,6 +114,19 @@ def ensure_model(model: str, cache_dir: Path) -> str:
     return str(target)
 
 
+def check_engine_reward(engine: RewardSettings, train: TrainSettings) -> None:
+    """The run's reward comes from the training TOML alone. An engine config whose
+    `[reward]` says otherwise was probably meant for training (it used to score the
+    producer's format violations): refuse rather than train on something else."""
+    if engine != RewardSettings() and engine != train.reward:
+        raise ConfigError(
+            "the engine config (hpcq --config) sets a [reward] that differs from the run's: "
+            "a run trains on the [reward] of its training TOML (producer --config), which "
+            "the run directory's config.json records; move the section there, or drop it "
+            "from the engine config"
+        )
+
+
 def train_settings_from(args: argparse.Namespace) -> TrainSettings:
     """The training TOML (if any), then the flags that were given."""
     return load_train_settings(
@@ -139,7 +153,7 @@ def train_settings_from(args: argparse.Namespace) -> TrainSettings:
 
 async def cmd_producer(args: argparse.Namespace) -> int:
     from bridges.policies import make_policy
-    from hpcq import grpo
+    from hpcq import checkpoint, grpo
     from hpcq.cli import settings_from
     from hpcq.cli_pipeline import broker_from_args, topology_from_args
     from hpcq.problems import default_kernels_dir, load_problem
@@ -148,6 +162,7 @@ async def cmd_producer(args: argparse.Namespace) -> int:
 
     engine = settings_from(args)
     train = train_settings_from(args)
+    check_engine_reward(engine.reward, train)
     kernels = engine.kernels_dir or default_kernels_dir()
     names = [p.strip() for p in args.problems.split(",") if p.strip()]
     if not names:
@@ -158,9 +173,7 @@ async def cmd_producer(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     run_id = _run_id(run_dir)
-    (run_dir / "config.json").write_text(
-        json.dumps({"train": dataclasses.asdict(train), "problems": names}, indent=2, default=str)
-    )
+    record_run(run_dir, train, names, resuming=bool(checkpoint.checkpoints(run_dir)))
     policy = make_policy(train.policy)
     node_class = args.node_class or engine.node.name
     name = args.name or f"grpo-{run_id}"[:100]
@@ -185,7 +198,6 @@ async def cmd_producer(args: argparse.Namespace) -> int:
                 problems=problems,
                 stages=stages,
                 settings=train,
-                rewards=engine.reward,
                 run_dir=run_dir,
                 run_id=run_id,
                 node_class=node_class,

@@ -5,6 +5,10 @@ fields under short keys. Decoding never trusts the peer: it bounds the raw size 
 parsing, checks every field's type and length, and raises `DecodeError` whose message
 starts with a short reason code (`oversized`, `malformed`, `schema_version`, `invalid`)
 that the consumer copies into the dead-letter header.
+
+Versioning: a field added later is optional on the wire. Its absence decodes to the
+field's default and older decoders ignore keys they do not know, so adding one keeps
+`SCHEMA_VERSION`; only a change that old peers would misread bumps it.
 """
 
 from __future__ import annotations
@@ -167,6 +171,7 @@ def _outcome_to_wire(r: EvalResult) -> dict[str, Any]:
         "gf0": r.gflops_min,
         "gf1": r.gflops_max,
         "cv": r.cv,
+        "pk": r.peak_gflops,
         "tq": list(r.techniques),
         "cs": r.compile_s,
         "rs": r.run_s,
@@ -184,6 +189,9 @@ def _outcome_from_wire(f: _Fields) -> EvalResult:
         status = Status(status_text)
     except ValueError as exc:
         raise DecodeError(f"invalid: unknown status {status_text!r}") from exc
+    peak = f.opt_number("pk")  # absent in results of consumers older than the field
+    if peak is not None and peak <= 0:
+        raise DecodeError(f"invalid: result.o.pk (peak_gflops) must be > 0, got {peak:g}")
     return EvalResult(
         status=status,
         reward=f.opt_number("r"),
@@ -192,6 +200,7 @@ def _outcome_from_wire(f: _Fields) -> EvalResult:
         gflops_min=f.opt_number("gf0"),
         gflops_max=f.opt_number("gf1"),
         cv=f.opt_number("cv"),
+        peak_gflops=peak,
         techniques=f.texts("tq"),
         compile_s=f.number("cs", default=0.0),
         run_s=f.number("rs", default=0.0),

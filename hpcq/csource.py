@@ -8,88 +8,122 @@ hpcq.techniques builds its detectors on it.
 
 from __future__ import annotations
 
-import ast
 import re
 from bisect import bisect_right
 from dataclasses import dataclass
-from functools import cached_property
+from functools import lru_cache
+
+from hpcq.cexpr import evaluate
 
 # --------------------------------------------------------------------------- stripping
+
+_LEXEME = re.compile(r"//|/\*|[\"']|\b(?:__asm__|__asm|asm)\b")
+_LEXEME_ASM = re.compile(r"//|/\*|[\"'()]")
+ASM_OPEN = re.compile(
+    r"(?:__asm__|__asm|asm)\b(?:\s|\b(?:volatile|__volatile__|__volatile|goto|inline"
+    r"|__inline__|__inline)\b)*\("
+)
+_LINE_COMMENT_END = re.compile(r"(?:[^\n\\]|\\[\s\S])*")
+_LITERAL_END = {q: re.compile(rf"(?:[^{q}\\\n]|\\[\s\S])*({q}?)") for q in "\"'"}
+_PRAGMA_LINE = re.compile(r"^[ \t]*#[ \t]*pragma\b[^\n]*", re.M)
+# strings that are code: `_Pragma("...")` and `optimize("O3", "unroll-loops")` (the
+# function attribute), looked for just before the string
+_PRAGMA_OP = re.compile(r"\b(?:_Pragma|(?:__)?optimize(?:__)?)\s*\($")
+_STRINGS_BEFORE = re.compile(r'(?:\s*"[^"\n]{0,100}"\s*,){0,8}\s*')
 
 
 def strip_c(source: str) -> str:
     """Blank comments and the contents of string and character literals, keeping length
-    and newlines (offsets and line numbers stay valid). Strings on `#pragma` lines and the
-    string of `_Pragma(...)` are kept. An unterminated literal or comment runs to the end
-    of its line (literal) or of the text (comment)."""
-    out = list(source)
-    n = len(source)
-    i = 0
-    pragma_line = _PRAGMA_LINE.match(source[:200]) is not None
-    while i < n:
-        ch = source[i]
-        if ch == "\n":
-            pragma_line = _PRAGMA_LINE.match(source[i + 1 : i + 201]) is not None
-            i += 1
-        elif source.startswith("//", i):
-            j = i
-            while j < n and source[j] != "\n":
-                if source[j] == "\\" and j + 1 < n and source[j + 1] == "\n":
-                    j += 1  # a backslash-newline continues a // comment
-                j += 1
-            _blank(out, i, j)
-            i = j
-        elif source.startswith("/*", i):
+    and newlines (offsets and line numbers stay valid). Strings that are code are kept:
+    on `#pragma` lines, the string of `_Pragma(...)`, and every string inside the
+    parentheses of an `asm`/`__asm__` statement or label (instructions, constraints,
+    clobbers, register names), and those of an `optimize(...)` attribute. An unterminated literal or comment runs to the end of its
+    line (literal) or of the text (comment)."""
+    pragmas = [(m.start(), m.end()) for m in _PRAGMA_LINE.finditer(source)]
+    pragma_starts = [a for a, _ in pragmas]
+    blanks: list[tuple[int, int]] = []
+    n, i, asm_depth = len(source), 0, 0
+    while (m := (_LEXEME_ASM if asm_depth else _LEXEME).search(source, i)) is not None:
+        i, tok = m.start(), m.group()
+        if tok == "//":
+            j = _LINE_COMMENT_END.match(source, i).end()
+            blanks.append((i, j))
+        elif tok == "/*":
             end = source.find("*/", i + 2)
             j = n if end < 0 else end + 2
-            _blank(out, i, j)
-            i = j
-        elif ch in "\"'":
-            j = i + 1
-            while j < n and source[j] != ch and source[j] != "\n":
-                j += 2 if source[j] == "\\" else 1
-            j = min(j, n)
-            keep = ch == '"' and (
-                pragma_line or _PRAGMA_OP.search(source, max(0, i - 40), i) is not None
+            blanks.append((i, j))
+        elif tok in "\"'":
+            lit = _LITERAL_END[tok].match(source, i + 1)
+            j, closed = lit.end(), bool(lit.group(1))
+            k = bisect_right(pragma_starts, i) - 1
+            keep = tok == '"' and (
+                asm_depth > 0
+                or (k >= 0 and i < pragmas[k][1])
+                or _code_string(source, i)
             )
             if not keep:
-                _blank(out, i + 1, j)
-            i = j + 1
-        else:
-            i += 1
-    return "".join(out)
+                blanks.append((i + 1, j - 1 if closed else j))
+        elif tok in "()":
+            asm_depth += 1 if tok == "(" else -1
+            j = i + 1
+        else:  # the asm keyword
+            opening = ASM_OPEN.match(source, i)
+            j = opening.end() if opening else m.end()
+            asm_depth = 1 if opening else 0
+        i = max(j, i + 1)
+    return _apply_blanks(source, blanks)
 
 
-_PRAGMA_LINE = re.compile(r"[ \t]*#[ \t]*pragma\b")
-_PRAGMA_OP = re.compile(r"\b_Pragma\s*\(\s*$")
+def _code_string(source: str, at: int) -> bool:
+    """Whether the string at `at` is an argument of `_Pragma(...)` or `optimize(...)`."""
+    paren = source.rfind("(", max(0, at - 300), at)
+    return (
+        paren >= 0
+        and _STRINGS_BEFORE.fullmatch(source, paren + 1, at) is not None
+        and _PRAGMA_OP.search(source, max(0, paren - 30), paren + 1) is not None
+    )
 
 
-def _blank(out: list[str], start: int, end: int) -> None:
-    for k in range(start, min(end, len(out))):
-        if out[k] != "\n":
-            out[k] = " "
+def _apply_blanks(source: str, blanks: list[tuple[int, int]]) -> str:
+    pieces, last = [], 0
+    for a, b in blanks:
+        if b <= a:
+            continue
+        pieces.append(source[last:a])
+        pieces.append(_NOT_NEWLINE.sub(" ", source[a:b]))
+        last = b
+    pieces.append(source[last:])
+    return "".join(pieces)
+
+
+_NOT_NEWLINE = re.compile(r"[^\n]")
 
 
 # --------------------------------------------------------------------------- structure
 
 
 @dataclass(frozen=True)
-class _Loop:
-    start: int  # offset of the `for` keyword
+class Loop:
+    """A `for`, `while` or `do ... while` loop. For the last two (and a `for` without an
+    increment), the increment is the last top-level statement of the body that steps a
+    variable of the condition, and the init the last assignment to that variable in the
+    400 characters before the loop: `jj = 0; while (jj < N) { ...; jj += BS; }` is the
+    loop `for (jj = 0; jj < N; jj += BS)`."""
+
+    start: int  # offset of the `for`, `while` or `do` keyword
     init: str
     cond: str
     incr: str
     body_start: int
     body_end: int  # exclusive
     var: str | None  # the variable its increment steps
-    step: str | None  # the step expression, "1" for ++
+    step: str | None  # the step expression, "1" for ++ (the magnitude for -= and --)
 
 
-_FOR = re.compile(r"\bfor\s*\(")
+_LOOP_KEYWORD = re.compile(r"\b(for|while|do)\b")
 BRACKET_OR_SEMI = re.compile(r"[;()\[\]{}]")
 WORD = re.compile(r"[A-Za-z_]\w*")
-_INT = re.compile(r"(0[xX][0-9a-fA-F]+|\d+)[uUlL]*")
-_FLOAT_TYPES = {
+FLOAT_TYPES = {
     "double", "float", "__m128d", "__m256d", "__m512d", "__m128", "__m256", "__m512",
     "__m128h", "__m256h", "__m512h", "svfloat64_t", "svfloat32_t", "float64x2_t",
     "float64x1_t", "float32x4_t", "float32x2_t", "vfloat64m1_t", "vfloat64m2_t",
@@ -106,9 +140,12 @@ class Source:
         self.match = _match_brackets(self.text)
         self.opener = {close: open_ for open_, close in self.match.items()}
         self.constants = _constants(self.text)
-        self.float_types = _FLOAT_TYPES | _typedef_names(self.text)
+        self.type_sizes = _typedef_sizes(self.text, self.constants)
+        self.float_types = FLOAT_TYPES | _typedef_names(self.text)
         self._ends: dict[int, int] = {}
         self._values: dict[str, int | None] = {}
+        self._parents: dict[int, int] | None = None
+        self.memo: dict[str, object] = {}  # analyses computed once per source (hpcq.cdecl)
         self.loops = self._find_loops()
         self.children = _children(self.loops)
         self._cover = _merge([(loop.body_start, loop.body_end) for loop in self.loops])
@@ -120,36 +157,90 @@ class Source:
         line = " ".join(lines[line_no - 1].split()) if line_no <= len(lines) else ""
         return f"line {line_no}: {line[:80]}"
 
-    @cached_property
-    def float_arrays(self) -> dict[str, int]:
-        return _float_arrays(self)
-
-    @cached_property
-    def float_scalars(self) -> set[str]:
-        return _float_scalars(self)
-
     def value(self, expr: str) -> int | None:
         """The integer value of a constant expression, through #define/enum/const names."""
         if expr not in self._values:
-            self._values[expr] = _evaluate(expr, self.constants)
+            self._values[expr] = evaluate(expr, self.constants, self.type_sizes)
         return self._values[expr]
 
-    def _find_loops(self) -> list[_Loop]:
-        loops = []
-        for m in _FOR.finditer(self.text):
-            open_ = m.end() - 1
-            close = self.match.get(open_)
+    def _find_loops(self) -> list[Loop]:
+        loops, do_whiles = [], set()
+        for m in _LOOP_KEYWORD.finditer(self.text):
+            if m.group() == "do":
+                loop, cond_at = self._do_loop(m.start())
+                if cond_at >= 0:
+                    do_whiles.add(cond_at)
+                if loop is not None:
+                    loops.append(loop)
+                continue
+            if m.start() in do_whiles:
+                continue
+            open_ = skip_space(self.text, m.end())
+            close = self.match.get(open_) if self.text[open_ : open_ + 1] == "(" else None
             if close is None:
                 continue
-            parts = split_top(self.text[open_ + 1 : close], ";")
+            header = self.text[open_ + 1 : close]
+            parts = split_top(header, ";") if m.group() == "for" else ["", header, ""]
             if len(parts) != 3:
                 continue
             body_start = skip_space(self.text, close + 1)
+            if m.group() == "while" and self.text[body_start : body_start + 1] == ";":
+                continue  # the tail of a do-while whose `do` was not understood
             body_end = self.statement_end(body_start)
-            init, cond, incr = parts
-            var, step = _increment(incr) if len(incr) <= 200 else (None, None)
-            loops.append(_Loop(m.start(), init, cond, incr, body_start, body_end, var, step))
-        return loops
+            if m.group() == "while" and self.value(header) == 0:
+                continue  # `while (0)`
+            loops.append(self._loop(m.start(), parts, body_start, body_end))
+        return sorted(loops, key=lambda loop: loop.start)
+
+    def _do_loop(self, start: int) -> tuple[Loop | None, int]:
+        """`do body while (cond);` -> the loop and the offset of its `while`."""
+        body_start = skip_space(self.text, start + 2)
+        body_end = self.statement_end(body_start)
+        at = skip_space(self.text, body_end)
+        word = WORD.match(self.text, at)
+        if word is None or word.group() != "while":
+            return None, -1
+        open_ = skip_space(self.text, word.end())
+        close = self.match.get(open_)
+        if close is None:
+            return None, -1
+        cond = self.text[open_ + 1 : close]
+        if self.value(cond) == 0:
+            return None, at  # `do { ... } while (0)`: a statement, not a loop
+        return self._loop(start, ["", cond, ""], body_start, body_end), at
+
+    def _loop(self, start: int, parts: list[str], body_start: int, body_end: int) -> Loop:
+        init, cond, incr = parts
+        var, step = _increment(incr) if len(incr) <= 200 else (None, None)
+        if var is None and not incr.strip():  # while, do-while, or `for (...; ...; )`
+            incr = self._body_increment(body_start, body_end, cond)
+            var, step = _increment(incr)
+            if var is not None and not init.strip():
+                init = _last_assignment(self.text, var, max(0, start - 400), start)
+        return Loop(start, init, cond, incr, body_start, body_end, var, step)
+
+    def _body_increment(self, body_start: int, body_end: int, cond: str) -> str:
+        """The last top-level statement of a body that steps a variable of `cond`."""
+        found = ""
+        for a, b in self._statements(body_start, body_end):
+            if b - a > 200:
+                continue
+            stmt = self.text[a:b].strip().rstrip(";").strip()
+            var, _ = _increment(stmt)
+            if var is not None and mentions(cond, var):
+                found = stmt
+        return found
+
+    def _statements(self, body_start: int, body_end: int) -> list[tuple[int, int]]:
+        """The top-level statements of a body: those of a `{...}` block, or the body."""
+        if self.text[body_start : body_start + 1] != "{":
+            return [(body_start, body_end)]
+        out, pos, end = [], body_start + 1, body_end - 1
+        while (pos := skip_space(self.text, pos)) < end:
+            stop = min(self.statement_end(pos), end)
+            out.append((pos, stop))
+            pos = max(stop, pos + 1)
+        return out
 
     def statement_end(self, pos: int, depth: int = 0) -> int:
         """The offset just past the C statement starting at `pos`."""
@@ -184,10 +275,10 @@ class Source:
             return n if semi < 0 else semi + 1
         return _statement_semicolon(text, pos, self.match)
 
-    def innermost(self) -> list[_Loop]:
+    def innermost(self) -> list[Loop]:
         return [loop for k, loop in enumerate(self.loops) if not self.children[k]]
 
-    def nested(self, k: int, levels: int) -> list[_Loop]:
+    def nested(self, k: int, levels: int) -> list[Loop]:
         """Loops nested in loop number k, at most `levels` deep."""
         out, frontier = [], [k]
         for _ in range(levels):
@@ -195,7 +286,18 @@ class Source:
             out += [self.loops[c] for c in frontier]
         return out
 
-    def body(self, loop: _Loop) -> str:
+    def enclosing(self, k: int, levels: int) -> int:
+        """The offset where the body of loop k's ancestor `levels` up (or the outermost one
+        below that) begins."""
+        if self._parents is None:
+            self._parents = {c: p for p, cs in enumerate(self.children) for c in cs}
+        for _ in range(levels):
+            if k not in self._parents:
+                break
+            k = self._parents[k]
+        return self.loops[k].body_start
+
+    def body(self, loop: Loop) -> str:
         return self.text[loop.body_start : loop.body_end]
 
     def in_loop(self, offset: int) -> bool:
@@ -203,7 +305,7 @@ class Source:
         return k >= 0 and offset < self._cover[k][1]
 
 
-def _children(loops: list[_Loop]) -> list[list[int]]:
+def _children(loops: list[Loop]) -> list[list[int]]:
     """For each loop (sorted by start), the indices of the loops directly nested in it."""
     children: list[list[int]] = [[] for _ in loops]
     stack: list[int] = []
@@ -242,12 +344,18 @@ def _match_brackets(text: str) -> dict[int, int]:
     return match
 
 
+_PRAGMA_CALL = re.compile(r'_Pragma\s*\(\s*"(?:[^"\\\n]|\\.)*"\s*\)')
+
+
 def skip_space(text: str, pos: int) -> int:
-    """Skip whitespace and whole preprocessor lines (e.g. a #pragma before a loop)."""
+    """Skip whitespace, whole preprocessor lines (e.g. a #pragma before a loop) and
+    `_Pragma("...")` operators."""
     n = len(text)
     while pos < n:
         if text[pos].isspace():
             pos += 1
+        elif text[pos] == "_" and (m := _PRAGMA_CALL.match(text, pos)) is not None:
+            pos = m.end()
         elif text[pos] == "#" and text.rfind("\n", 0, pos) + 1 == _line_indent_end(text, pos):
             while pos < n and text[pos] != "\n":
                 pos += 2 if text[pos] == "\\" else 1
@@ -300,9 +408,9 @@ def split_top(text: str, sep: str) -> list[str]:
 
 
 _STEP = (
-    re.compile(r"^(?:\+\+\s*(?P<a>\w+)|(?P<b>\w+)\s*\+\+)$"),
-    re.compile(r"^(?P<v>\w+)\s*\+=\s*(?P<s>.+)$"),
-    re.compile(r"^(?P<v>\w+)\s*=\s*(?P=v)\s*\+\s*(?P<s>.+)$"),
+    re.compile(r"^(?:(?:\+\+|--)\s*(?P<a>\w+)|(?P<b>\w+)\s*(?:\+\+|--))$"),
+    re.compile(r"^(?P<v>\w+)\s*[-+]=\s*(?P<s>.+)$"),
+    re.compile(r"^(?P<v>\w+)\s*=\s*(?P=v)\s*[-+]\s*(?P<s>.+)$"),
     re.compile(r"^(?P<v>\w+)\s*=\s*(?P<s>.+?)\s*\+\s*(?P=v)$"),
 )
 
@@ -317,6 +425,19 @@ def _increment(incr: str) -> tuple[str | None, str | None]:
             if m:
                 return m.group("v"), m.group("s").strip()
     return None, None
+
+
+def _last_assignment(text: str, var: str, start: int, end: int) -> str:
+    """`var = expr` of the last statement assigning `var` in text[start:end], or ""."""
+    found = ""
+    for m in _assignment_of(var).finditer(text, start, end):
+        found = f"{var} = {m.group(1).strip()}"
+    return found
+
+
+@lru_cache(maxsize=4096)
+def _assignment_of(var: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![\w.>]){re.escape(var)}\s*=(?!=)([^;{{}}]{{0,200}});")
 
 
 _DEFINE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+(\w+)[ \t]+([^\n]+)$", re.M)
@@ -341,64 +462,49 @@ def _constants(text: str) -> dict[str, str]:
     return consts
 
 
-def _evaluate(expr: str, consts: dict[str, str], depth: int = 0) -> int | None:
-    if depth > 8:
-        return None
-    expr = _INT.sub(lambda m: str(int(m.group(1), 0)), expr.strip())
-
-    def name_value(m: re.Match[str]) -> str:
-        value = None
-        if m.group() in consts:
-            value = _evaluate(consts[m.group()], consts, depth + 1)
-        return "None" if value is None else str(value)
-
-    expr = WORD.sub(name_value, expr)
-    if "None" in expr or len(expr) > 100:
-        return None
-    try:
-        tree = ast.parse(expr, mode="eval")
-    except SyntaxError:
-        return None
-    return _arith(tree.body)
-
-
-def _arith(node: ast.expr) -> int | None:
-    if isinstance(node, ast.Constant) and type(node.value) is int:
-        return node.value
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-        v = _arith(node.operand)
-        return None if v is None else (-v if isinstance(node.op, ast.USub) else v)
-    if isinstance(node, ast.BinOp):
-        a, b = _arith(node.left), _arith(node.right)
-        if a is None or b is None or abs(a) > 1 << 40 or abs(b) > 1 << 40:
-            return None
-        if isinstance(node.op, ast.Add):
-            return a + b
-        if isinstance(node.op, ast.Sub):
-            return a - b
-        if isinstance(node.op, ast.Mult):
-            return a * b
-        if isinstance(node.op, ast.Div | ast.FloorDiv) and b != 0:
-            return int(a / b)
-        if isinstance(node.op, ast.LShift) and 0 <= b < 32:
-            return a << b
-    return None
-
-
 _TYPEDEF = re.compile(r"\btypedef\b([^;{}]{0,500});")
 _ATTRIBUTE = re.compile(r"__attribute__\s*\(\(.*?\)\)\s*|\bconst\b|\bvolatile\b")
 
 
-def _typedef_names(text: str) -> set[str]:
-    names = set()
+_VECTOR_ATTRIBUTE = re.compile(
+    r"\b(?:__)?(?:vector_size|ext_vector_type)(?:__)?\s*\(([^()]{1,200})\)"
+    r"|\b(?:__)?mode(?:__)?\s*\(\s*(?:__)?V\d+[A-Z]+(?:__)?\s*\)"
+)
+
+
+def _typedefs(text: str) -> list[tuple[str, str]]:
+    """(name, declaration) of each typedef, attributes included in the declaration."""
+    out = []
     for m in _TYPEDEF.finditer(text):
-        decl = m.group(1)
-        if not (set(WORD.findall(decl)) & (_FLOAT_TYPES | {"vector_size", "ext_vector_type"})):
-            continue
-        words = WORD.findall(_ATTRIBUTE.sub(" ", decl))
+        words = WORD.findall(_ATTRIBUTE.sub(" ", m.group(1)))
         if words:
-            names.add(words[-1])
-    return names
+            out.append((words[-1], m.group(1)))
+    return out
+
+
+def _typedef_names(text: str) -> set[str]:
+    """Typedef names of floating-point or vector types."""
+    return {
+        name
+        for name, decl in _typedefs(text)
+        if words(decl) & FLOAT_TYPES or _VECTOR_ATTRIBUTE.search(decl)
+    }
+
+
+def _typedef_sizes(text: str, consts: dict[str, str]) -> dict[str, int]:
+    """Sizes in bytes of typedef names, for `sizeof`: a vector type by its vector_size, a
+    basic type by the LP64 data model (`typedef double real;` is 8)."""
+    sizes: dict[str, int] = {}
+    for name, decl in _typedefs(text):
+        vector = _VECTOR_ATTRIBUTE.search(decl)
+        if vector is not None and vector.group(1):
+            size = evaluate(vector.group(1), consts)
+        else:
+            base = " ".join(w for w in WORD.findall(_ATTRIBUTE.sub(" ", decl))[:-1])
+            size = evaluate(f"sizeof({base})", consts, sizes) if base else None
+        if size is not None:
+            sizes[name] = size
+    return sizes
 
 
 def words(text: str) -> set[str]:
@@ -406,68 +512,9 @@ def words(text: str) -> set[str]:
 
 
 def mentions(text: str, name: str) -> bool:
-    return re.search(rf"(?<![\w.]){re.escape(name)}\b", text) is not None
+    return _mention(name).search(text) is not None
 
 
-_DECL_QUALIFIERS = {"const", "register", "static", "volatile", "restrict", "__restrict", "long"}
-
-
-def _declarators(src: Source) -> list[tuple[str, str]]:
-    """(name, rest) of declarators after a floating-point type word; rest holds any `[N]`."""
-    text, out = src.text, []
-    type_re = "|".join(re.escape(t) for t in sorted(src.float_types, key=len, reverse=True))
-    for m in re.finditer(rf"(?<![\w.>])(?:{type_re})\b(?!\s*[)*])", text):
-        following = WORD.match(text, skip_space(text, m.end()))
-        if following and following.group() in src.float_types:
-            continue  # `long double double x`: the last type word handles it
-        end = _declaration_end(text, m.end(), src.match, m.end() + 2000)
-        for part in split_top(text[m.end() : end], ","):
-            words = part.split()
-            while words and words[0] in _DECL_QUALIFIERS | src.float_types:
-                words.pop(0)
-            decl = " ".join(words)
-            name = WORD.match(decl)
-            if name is None or decl[name.end() :].lstrip().startswith("("):
-                continue
-            out.append((name.group(), decl[name.end() :].split("=")[0]))
-    return out
-
-
-def _declaration_end(text: str, pos: int, match: dict[int, int], limit: int) -> int:
-    """End of a declarator list: `;`, an unmatched `)` (a parameter list) or a `{` that
-    does not follow `=` or `,` (a function body); at most `limit`."""
-    limit = min(limit, len(text))
-    while (m := BRACKET_OR_SEMI.search(text, pos, limit)) is not None:
-        pos, ch = m.start(), m.group()
-        if ch in ";)]}":
-            return pos
-        if ch == "{" and text[max(0, pos - 200) : pos].rstrip()[-1:] not in ("=", ","):
-            return pos
-        close = match.get(pos)
-        if close is None:
-            return limit
-        pos = close + 1
-    return limit
-
-
-def _float_scalars(src: Source) -> set[str]:
-    return {name for name, rest in _declarators(src) if not rest.strip()}
-
-
-def _float_arrays(src: Source) -> dict[str, int]:
-    """Local floating-point/vector arrays of register size: name -> element count."""
-    arrays = {}
-    for name, rest in _declarators(src):
-        dims = re.findall(r"\[([^\]]*)\]", rest)
-        if not dims:
-            continue
-        size = 1
-        for dim in dims:
-            value = src.value(dim)
-            if value is None:
-                break
-            size *= value
-        else:
-            if 4 <= size <= 256:
-                arrays[name] = size
-    return arrays
+@lru_cache(maxsize=4096)
+def _mention(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![\w.]){re.escape(name)}\b")

@@ -1,9 +1,9 @@
 """The evaluation engine: one candidate source in, one honest verdict out.
 
-    static text checks -> techniques vs constraints -> result cache ->
-    compile (sandboxed) -> object checks (sandboxed nm/readelf/objdump) -> link (sandboxed)
-    -> trusted judge running the sandboxed runner -> statistics, physics floor,
-    CPU cross-check -> reward
+    static text checks -> result cache -> build (hpcq.build: preprocess, techniques vs
+    constraints, compile, object checks, link, .so checks; all sandboxed) -> trusted
+    judge running the sandboxed runner -> statistics, physics floor, CPU cross-check
+    -> reward
 
 Everything is awaited subprocesses: the event loop never blocks, so a consumer's broker
 heartbeats keep flowing during minutes-long benchmarks. Identical requests running at
@@ -13,18 +13,16 @@ the same time share one evaluation; finished ones come from the result cache.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
+import dataclasses
 import statistics
-import time
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
 
-from hpcq import harness, procs, static_checks
-from hpcq.cache import ResultCache, cache_key
+from hpcq import harness, judging, scratch, static_checks
+from hpcq.build import Builder, Built, Rejected
+from hpcq.cache import ResultCache, cache_key, detector_digest
 from hpcq.errors import InfraError
 from hpcq.harness import HarnessBinaries, JudgeVerdict
 from hpcq.outcome import EvalRequest, EvalResult, Status
@@ -35,9 +33,6 @@ from hpcq.sandbox import Sandbox
 from hpcq.settings import EngineSettings, MeasureSettings
 
 log = structlog.get_logger()
-
-_COMPILE_THREADS = 16  # gcc driver, cc1, as, collect2, ld: processes of the sandboxed uid
-_JUDGE_GRACE_S = 30.0  # the judge's own deadline plus this, then we kill it
 
 
 @dataclass(frozen=True)
@@ -53,10 +48,10 @@ class _Work:
 
     problem: Problem
     request: EvalRequest
-    techniques: tuple[str, ...]
     key: str
     dir: Path
     uid: int | None  # the leased sandbox uid (None when hpcq does not run as root)
+    techniques: tuple[str, ...] = ()
     compile_s: float = 0.0
 
 
@@ -72,6 +67,7 @@ class Engine:
         self._cc_version: str | None = None
         self._peak: float | None = self.settings.node.peak_gflops_per_core
         self._setup_lock = asyncio.Lock()
+        self._swept = False
 
     # -- public -------------------------------------------------------------------------
 
@@ -79,33 +75,14 @@ class Engine:
         """Judge one candidate. Raises UnknownProblemError for an unknown problem id;
         every other outcome, including a broken node (infra_error), is a result."""
         problem = load_problem(request.problem_id, self.kernels_dir)
-        node = self.settings.node.name
         finding = static_checks.check_source_text(request.source)
         if finding is not None:
             return self._verdict(Status.VIOLATION, finding.message, problem, ())
-        found = static_checks.detect_techniques(request.source)
-        techniques = tuple(sorted(found))
-        if self.settings.static_checks:
-            finding = static_checks.check_techniques(found, request.constraints)
-            if finding is not None:
-                return self._verdict(Status.VIOLATION, finding.message, problem, techniques)
         try:
-            binaries = await self._binaries(problem)
+            binaries = await self.harness_binaries(problem)
         except InfraError as exc:
-            return self._verdict(Status.INFRA_ERROR, str(exc), problem, techniques)
-        key = cache_key(
-            source=request.source,
-            cc=self._cc_version,
-            cflags=self.settings.node.cflags,
-            openmp=self.settings.node.openmp_flag,
-            problem=problem.id,
-            dims=problem.dims,
-            node=node,
-            constraints=request.constraints.key(),
-            cores=len(request.cores),
-            harness=binaries.digest,
-            static=self.settings.static_checks,
-        )
+            return self._verdict(Status.INFRA_ERROR, str(exc), problem, ())
+        key = self.cache_key_for(request, problem, binaries)
         if self.settings.use_cache and (hit := self.cache.get(key)) is not None:
             return hit
         if key in self._inflight:
@@ -113,9 +90,9 @@ class Engine:
         future: asyncio.Future[EvalResult] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            result = await self._evaluate_uncached(problem, request, techniques, key, binaries)
+            result = await self._evaluate_uncached(problem, request, key, binaries)
             if self.settings.use_cache:
-                self.cache.put(key, result)
+                self.cache.put(key, result)  # never raises: a failed write is only logged
             future.set_result(result)
             return result
         except BaseException as exc:
@@ -124,6 +101,10 @@ class Engine:
             raise
         finally:
             del self._inflight[key]
+
+    def sweep_scratch(self) -> int:
+        """Remove scratch directories left by evaluations whose process died (kill -9)."""
+        return scratch.sweep(self.settings.work_dir)
 
     async def peak_gflops_per_core(self, core: int = 0) -> float:
         async with self._setup_lock:
@@ -156,8 +137,12 @@ class Engine:
 
     # -- steps --------------------------------------------------------------------------
 
-    async def _binaries(self, problem: Problem) -> HarnessBinaries:
+    async def harness_binaries(self, problem: Problem) -> HarnessBinaries:
+        """The family's judge and runner, built once per engine (and the scratch swept)."""
         async with self._setup_lock:
+            if not self._swept:  # once per engine: debris of a consumer killed with -9
+                self._swept = True
+                await asyncio.to_thread(self.sweep_scratch)
             if problem.family not in self._harness:  # once per family and engine
                 self.sandbox.check_available()
                 if self._cc_version is None:
@@ -167,147 +152,61 @@ class Engine:
                 )
             return self._harness[problem.family]
 
+    def cache_key_for(
+        self, request: EvalRequest, problem: Problem, binaries: HarnessBinaries
+    ) -> str:
+        """Everything a stored verdict depends on: change any of it and the candidate is
+        evaluated again (the reward too: a verdict carries its reward)."""
+        s = self.settings
+        return cache_key(
+            source=request.source,
+            cc=self._cc_version,
+            node=dataclasses.asdict(s.node),
+            problem=problem.id,
+            dims=problem.dims,
+            measure=dataclasses.asdict(self._measure(problem)),
+            sandbox=dataclasses.asdict(s.sandbox),
+            reward=dataclasses.asdict(s.reward),
+            constraints=request.constraints.key(),
+            cores=len(request.cores),
+            harness=binaries.digest,
+            detector=detector_digest(),
+            static=s.static_checks,
+        )
+
     async def _evaluate_uncached(
-        self,
-        problem: Problem,
-        request: EvalRequest,
-        techniques: tuple[str, ...],
-        key: str,
-        binaries: HarnessBinaries,
+        self, problem: Problem, request: EvalRequest, key: str, binaries: HarnessBinaries
     ) -> EvalResult:
         try:
             peak = await self.peak_gflops_per_core(request.cores[0])
             async with self.sandbox.lease(self.settings.work_dir / "uids") as uid:
-                work = _Work(problem, request, techniques, key, self._scratch_dir(uid), uid)
-                try:
-                    early = await self._compile_and_check(work)
-                    if early is not None:
-                        return early
+                with scratch.scratch_dir(self.settings.work_dir, uid) as path:
+                    work = _Work(problem, request, key, path, uid)
+                    builder = Builder(self.settings, self.sandbox, problem, request, path, uid)
+                    built = await builder.run()
+                    work.compile_s = builder.compile_s
+                    work.techniques = built.techniques
+                    if isinstance(built, Rejected):
+                        return self._failed(work, built.status, built.message, _Timing(
+                            work.compile_s, 0.0, 0))  # fmt: skip
+                    assert isinstance(built, Built)
                     verdict = await self._judge(work, binaries)
                     peak = await self._confirm_peak(work, verdict, peak)
                     return self._score(work, verdict, peak)
-                finally:
-                    shutil.rmtree(work.dir, ignore_errors=True)
         except InfraError as exc:
             log.warning("eval.infra_error", problem=problem.id, error=str(exc))
-            return self._verdict(Status.INFRA_ERROR, str(exc), problem, techniques, key=key)
-
-    def _scratch_dir(self, uid: int | None) -> Path:
-        evals = harness.secure_dir(harness.secure_dir(self.settings.work_dir) / "evals")
-        path = evals / uuid.uuid4().hex
-        path.mkdir(mode=0o700)
-        if uid is not None:
-            os.chown(path, uid, uid)
-        return path
-
-    async def _sandboxed(self, work: _Work, argv: list[str], timeout_s: float) -> procs.Completed:
-        prefix = self.sandbox.prefix(
-            uid=work.uid,
-            threads=_COMPILE_THREADS,
-            cpu_s=timeout_s,
-            memory_bytes=self.settings.sandbox.compile_memory_bytes,
-            binds_rw=[(work.dir, "/w")],
-            chdir="/w",
-            as_pid_1=True,
-        )
-        cores = ",".join(map(str, work.request.cores))
-        done = await procs.run(["taskset", "-c", cores, *prefix, *argv], timeout_s=timeout_s)
-        if done.stderr.startswith(b"bwrap:") or done.returncode in (126, 127):
-            raise InfraError(f"the sandbox could not start: {done.text(500)}")
-        return done
-
-    async def _compile_and_check(self, work: _Work) -> EvalResult | None:
-        """Compile, check the object, link. A result here ends the evaluation early."""
-        node, started = self.settings.node, time.monotonic()
-        (work.dir / "cand.c").write_text(work.request.source)
-        if work.uid is not None:
-            os.chown(work.dir / "cand.c", work.uid, work.uid)
-        timeout = self.settings.sandbox.compile_timeout_s
-        cc = [node.cc, *node.cflags, node.openmp_flag, "-fPIC"]
-        done = await self._sandboxed(work, [*cc, "-c", "cand.c", "-o", "cand.o"], timeout)
-        if done.timed_out or done.returncode != 0:
-            why = f"compilation exceeded {timeout:g} s" if done.timed_out else done.text()
-            return self._early(work, Status.COMPILE_ERROR, why, started)
-        if self.settings.static_checks:
-            finding = await self._object_findings(work, timeout)
-            if finding is not None:
-                return self._early(work, Status.VIOLATION, finding.message, started)
-        link = [node.cc, "-shared", node.openmp_flag, "cand.o", "-o", "cand.so", "-lm"]
-        done = await self._sandboxed(work, link, timeout)
-        if done.timed_out or done.returncode != 0:
-            return self._early(work, Status.COMPILE_ERROR, "link failed: " + done.text(), started)
-        work.compile_s = time.monotonic() - started
-        return None
-
-    async def _object_findings(self, work: _Work, timeout: float) -> static_checks.Finding | None:
-        # binutils parse an untrusted object: they run in the sandbox as well.
-        nm, sections, disasm = await asyncio.gather(
-            self._sandboxed(work, ["nm", "-P", "cand.o"], timeout),
-            self._sandboxed(work, ["readelf", "-SW", "cand.o"], timeout),
-            self._sandboxed(work, ["objdump", "-d", "--no-show-raw-insn", "cand.o"], timeout),
-        )
-        for done in (nm, sections, disasm):
-            if done.returncode != 0:
-                raise InfraError(f"{done.argv[-3]} failed on the object: {done.text(300)}")
-        defined, undefined, ifuncs = static_checks.parse_nm(nm.stdout.decode(errors="replace"))
-        return (
-            static_checks.check_ifuncs(ifuncs)
-            or static_checks.check_symbols(
-                defined, undefined, work.problem.entry, work.request.constraints
-            )
-            or static_checks.check_sections(sections.stdout.decode(errors="replace"))
-            or static_checks.check_disassembly(disasm.stdout.decode(errors="replace"))
-        )
+            return self._verdict(Status.INFRA_ERROR, str(exc), problem, (), key=key)
 
     def _measure(self, problem: Problem) -> MeasureSettings:
-        return replace(self.settings.measure, **problem.measure)  # type: ignore[arg-type]
+        return judging.measure_for(self.settings, problem)
 
     def _threads(self, request: EvalRequest) -> int:
-        return 1 if "openmp" in request.constraints.forbidden else len(request.cores)
+        return judging.threads_for(request)
 
     async def _judge(self, work: _Work, binaries: HarnessBinaries) -> JudgeVerdict:
-        p, m, req = work.problem, self._measure(work.problem), work.request
-        threads = self._threads(req)
-        prefix = self.sandbox.prefix(
-            uid=work.uid,
-            threads=threads,
-            cpu_s=(p.run_timeout_s + 5) * threads,
-            memory_bytes=self.settings.sandbox.memory_bytes,
-            binds_ro=[(binaries.runner, "/sbx/runner"), (work.dir / "cand.so", "/sbx/cand.so")],
-            env={
-                "OMP_NUM_THREADS": str(threads),
-                "OMP_WAIT_POLICY": "passive",  # idle workers sleep: CPU time stays honest
-                "OMP_PROC_BIND": "false",  # the judge pins the whole process instead
-                "OMP_DYNAMIC": "false",
-            },
+        return await judging.run_judge(
+            self.settings, self.sandbox, binaries, work.problem, work.request, work.dir, work.uid
         )
-        argv = [
-            str(binaries.judge),
-            "--dims", ",".join(map(str, p.dims)),
-            "--check-shapes", ";".join(",".join(map(str, s)) for s in p.check_shapes),
-            "--full-check-max-work", str(p.full_check_max_work),
-            "--cores", ",".join(map(str, req.cores)),
-            # The judge shares the slot's first core: it sleeps in poll() during timed
-            # calls, and inputs it writes from there are in that core's cache the same
-            # way on every call. Unpinned, it wrote them from either core at random:
-            # the CV of repeated medians fell from ~12% to ~2% with this pin.
-            "--judge-core", str(req.cores[0]),
-            "--warmup-calls", str(m.warmup_calls),
-            "--warmup-min-s", str(m.warmup_min_s),
-            "--min-calls", str(m.min_calls),
-            "--min-time-s", str(m.min_time_s),
-            "--max-calls", str(m.max_calls),
-            "--call-timeout-s", str(p.call_timeout_s),
-            "--total-timeout-s", str(p.run_timeout_s),
-            "--output-file", str(work.dir / "output.txt"),
-            "--", *prefix, "/sbx/runner", "/sbx/cand.so", p.entry,
-        ]  # fmt: skip
-        done = await procs.run(argv, timeout_s=p.run_timeout_s + _JUDGE_GRACE_S)
-        if done.timed_out:
-            raise InfraError(
-                f"the judge did not finish within {p.run_timeout_s + _JUDGE_GRACE_S:g} s"
-            )
-        return harness.parse_verdict(done.stdout)
 
     def _score(self, work: _Work, v: JudgeVerdict, peak_per_core: float) -> EvalResult:
         status = Status(v.status) if v.status in Status.__members__.values() else None
@@ -329,7 +228,8 @@ class Engine:
                 "the timing cannot be honest"
             )
             return self._failed(work, Status.VIOLATION, why, timing)
-        allowed_cpu = threads * v.calls_s + self.settings.measure.cpu_slack_s
+        m = self.settings.measure
+        allowed_cpu = threads * v.calls_s * (1 + m.cpu_slack_fraction) + m.cpu_slack_s
         if v.cpu_s > allowed_cpu:
             why = (
                 f"used {v.cpu_s:.2f} s of CPU while its calls lasted {v.calls_s:.2f} s on "
@@ -350,6 +250,7 @@ class Engine:
             gflops_min=min(per_call),
             gflops_max=max(per_call),
             cv=cv,
+            peak_gflops=peak_per_core * threads,
             techniques=work.techniques,
             problem_id=work.problem.id,
             node_class=self.settings.node.name,
@@ -363,12 +264,6 @@ class Engine:
         return self._verdict(
             status, message, work.problem, work.techniques, work.key,
             compile_s=t.compile_s, run_s=t.run_s, calls=t.calls,
-        )  # fmt: skip
-
-    def _early(self, work: _Work, status: Status, message: str, started: float) -> EvalResult:
-        return self._verdict(
-            status, message, work.problem, work.techniques, work.key,
-            compile_s=time.monotonic() - started,
         )  # fmt: skip
 
     def _verdict(

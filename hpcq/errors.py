@@ -35,3 +35,15 @@ class InfraError(HpcqError):
 
 class DecodeError(HpcqError):
     """A message on the wire could not be decoded or failed validation."""
+
+
+class BrokerRefusedError(ConfigError):
+    """RabbitMQ refused the login (ACCESS_REFUSED) or the virtual host (NOT_ALLOWED).
+
+    Retrying cannot help, so it is raised at once; the message names the fix.
+    """
+
+
+class PoisonTaskError(HpcqError):
+    """A task whose evaluation was running each time a consumer died, `crash_limit`
+    times: it is parked in the dead-letter queue, not run again (hpcq.journal)."""

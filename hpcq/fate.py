@@ -5,12 +5,25 @@ raise. `verdict_for` maps that outcome to what happens to the delivery, and `set
 does it. No other module acks, nacks or rejects.
 
     returned normally            -> ack
-    DecodeError (not a task)     -> dead-letter, with the reason in a header, then ack
+    DecodeError (not a task)     -> dead-letter, reason "<code>: ...", then ack
+    InputError (bad input: an
+      unknown problem id)        -> dead-letter, reason "bad_input: ...", then ack
+    PoisonTaskError              -> dead-letter, reason "poison: ...", then ack
     InfraError (result not
       published, draining)       -> requeue
-    cancelled (drain timeout)    -> requeue
-    any other exception (a bug)  -> requeue; the queue's delivery limit parks it if it
-                                    keeps failing, so it never loops forever
+    cancelled (drain timeout, or
+      the channel died)          -> requeue
+    any other exception (a bug)  -> requeue (the delivery limit parks it if it repeats)
+
+Poison rule. A task is poison when it takes its consumer down, not when its delivery
+comes back: on RabbitMQ 3.10 a cut connection returns a delivery and counts toward the
+queue's `x-delivery-limit` exactly like a crash does. So hpcq counts crashes itself
+(hpcq.journal): a consumer that starts charges one crash to every task its dead
+predecessors on the host had started evaluating and never ended; a task with crashes
+runs alone; a delivery of a task charged `crash_limit` crashes (default 2) raises
+PoisonTaskError. A cut connection charges nothing: the redelivery joins the evaluation
+still running (hpcq.consumer). The queue's delivery limit (default 10) stays as a
+backstop for what the journal cannot see (crashes on other hosts, a lost journal).
 
 A bad kernel is not an exception: it is a published result, hence an ack.
 """
@@ -27,7 +40,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, MessageProcessError
 from pamqp.common import FieldValue
 
-from hpcq.errors import DecodeError, InfraError
+from hpcq.errors import DecodeError, InfraError, InputError, PoisonTaskError
 
 log = structlog.get_logger()
 
@@ -51,8 +64,10 @@ class Verdict:
 def verdict_for(error: BaseException | None) -> Verdict:
     if error is None:
         return Verdict(Fate.ACK)
-    if isinstance(error, DecodeError):
+    if isinstance(error, DecodeError | PoisonTaskError):
         return Verdict(Fate.DEAD_LETTER, str(error))
+    if isinstance(error, InputError):
+        return Verdict(Fate.DEAD_LETTER, f"bad_input: {error}")
     if isinstance(error, InfraError):
         return Verdict(Fate.REQUEUE, str(error))
     if isinstance(error, asyncio.CancelledError):

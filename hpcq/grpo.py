@@ -4,7 +4,8 @@ One step:
     1. pick `prompts_per_step` problems, build their prompts under the current stages;
     2. the policy samples G completions per prompt (in a thread: the event loop keeps
        serving the broker while the model generates);
-    3. the groups go through the pipeline and come back scored (hpcq.rollout);
+    3. the groups go through the pipeline and come back scored (hpcq.rollout) with the
+       run's own reward settings, never the consumers';
     4. groups that are ties or have too few survivors are dropped, or, with
        `on_tie = "resample"`, replaced by new groups (DAPO's dynamic sampling) for at
        most `max_resample_rounds` more rounds;
@@ -34,7 +35,6 @@ from hpcq.policy import Policy, Scored, UpdateStats
 from hpcq.problems import Problem
 from hpcq.prompts import StageSource, build_prompt
 from hpcq.rollout import LEFT_OUT, Context, GroupChannel, Member, Prompted, score
-from hpcq.settings import RewardSettings
 from hpcq.train_settings import TrainSettings
 
 log = structlog.get_logger()
@@ -50,8 +50,7 @@ class Run:
     channel: GroupChannel
     problems: tuple[Problem, ...]
     stages: StageSource
-    settings: TrainSettings
-    rewards: RewardSettings
+    settings: TrainSettings  # settings.reward is what the run trains on
     run_dir: Path
     run_id: str
     node_class: str  # routing key of the CPU nodes that measure this run's kernels
@@ -63,16 +62,18 @@ async def _round(
     """Sample and score `count` groups; returns them with (generate_s, rewards_s)."""
     problems = [rng.choice(run.problems) for _ in range(count)]
     stages = [run.stages.stage_for(p.id) for p in problems]
-    cores = run.settings.loop.cores_per_task
-    prompts = [build_prompt(p, s, cores) for p, s in zip(problems, stages, strict=True)]
+    loop_s = run.settings.loop
+    prompts = [
+        build_prompt(p, s, loop_s.cores_per_task) for p, s in zip(problems, stages, strict=True)
+    ]
     t0 = time.monotonic()
-    samples = await asyncio.to_thread(run.policy.generate, prompts, run.settings.loop.group_size)
+    samples = await asyncio.to_thread(run.policy.generate, prompts, loop_s.group_size)
     t1 = time.monotonic()
     batch = [
         Prompted(p, s.constraints, tuple(g))
         for p, s, g in zip(problems, stages, samples, strict=True)
     ]
-    ctx = Context(run.run_id, step, run.rewards, run.node_class, run.settings.loop.reward_wait_s)
+    ctx = Context(run.run_id, step, run.settings.reward, run.node_class, loop_s.reward_wait_s)
     groups = await score(run.channel, batch, ctx)
     return groups, t1 - t0, time.monotonic() - t1
 

@@ -24,6 +24,10 @@ from hpcq.errors import InfraError
 from hpcq.problems import Problem
 
 HARNESS_CFLAGS = ("-O2", "-march=native", "-std=gnu11", "-Wall")
+# The runner links every library a candidate .so may need (check_shared_object allows no
+# other DT_NEEDED): they are loaded at exec, by trusted code, before any seccomp layer,
+# and `ldd runner` then names every file its sandbox must contain.
+RUNNER_LIBS = ("-Wl,--no-as-needed", "-lgomp", "-lm", "-lgcc_s", "-ldl")
 _BUILD_TIMEOUT_S = 120.0
 _locks: dict[str, asyncio.Lock] = {}
 
@@ -51,12 +55,14 @@ class HarnessBinaries:
     judge: Path
     runner: Path
     digest: str  # part of the result-cache key: a new harness re-measures everything
+    files: tuple[Path, ...] = ()
+    """The runner's shared libraries (ldd): all its sandbox contains besides the .so."""
 
 
 def _digest(sources: Sequence[Path], cc_version: str) -> str:
     h = hashlib.sha256()
     h.update(cc_version.encode())
-    h.update(repr(HARNESS_CFLAGS).encode())
+    h.update(repr((HARNESS_CFLAGS, RUNNER_LIBS)).encode())
     for src in sources:
         h.update(src.name.encode())
         h.update(src.read_bytes())
@@ -75,10 +81,30 @@ async def build(problem: Problem, cc: str, cc_version: str, work_dir: Path) -> H
             [cc, *HARNESS_CFLAGS, f"-I{include}", "-o", str(tmp / "judge"),
              *map(str, problem.judge_sources), "-lm"],
             [cc, *HARNESS_CFLAGS, f"-I{include}", "-o", str(tmp / "runner"),
-             *map(str, problem.call_sources), "-ldl"],
+             *map(str, problem.call_sources), *RUNNER_LIBS],
         ],
     )  # fmt: skip
-    return HarnessBinaries(judge=target / "judge", runner=target / "runner", digest=digest)
+    runner = target / "runner"
+    return HarnessBinaries(
+        judge=target / "judge", runner=runner, digest=digest, files=await runtime_files(runner)
+    )
+
+
+async def runtime_files(binary: Path) -> tuple[Path, ...]:
+    """Shared libraries `binary` loads (its interpreter included), from `ldd` on our own
+    trusted build: the only host files the candidate's sandbox holds."""
+    done = await procs.run(["ldd", str(binary)], timeout_s=30)
+    if done.returncode != 0:
+        raise InfraError(f"ldd {binary} failed: {done.text(300)}")
+    files = []
+    for line in done.stdout.decode(errors="replace").splitlines():
+        words = line.split()
+        path = words[2] if len(words) >= 3 and words[1] == "=>" else words[0] if words else ""
+        if path.startswith("/"):
+            files.append(Path(path))
+    if not files:
+        raise InfraError(f"ldd {binary} named no libraries: {done.text(300)}")
+    return tuple(files)
 
 
 async def build_peak(cc: str, cc_version: str, kernels_dir: Path, work_dir: Path) -> Path:
@@ -129,6 +155,9 @@ class JudgeVerdict:
     cpu_s: float
     wall_s: float
     signal: int | None
+    gap_cpu_max_s: float = 0.0  # most runner CPU seen between a DONE and the next GO
+    full_check_calls: tuple[int, ...] = ()  # benchmark calls fully compared (drawn at random)
+    seccomp_filters: int | None = None  # counted from outside once the runner was READY
 
     @property
     def calls_s(self) -> float:
@@ -150,6 +179,9 @@ def parse_verdict(stdout: bytes) -> JudgeVerdict:
             cpu_s=float(d.get("cpu_s") or 0.0),
             wall_s=float(d.get("wall_s") or 0.0),
             signal=d.get("signal"),
+            gap_cpu_max_s=float(d.get("gap_cpu_max_s") or 0.0),
+            full_check_calls=tuple(int(i) for i in d.get("full_check_calls", [])),
+            seccomp_filters=d.get("seccomp_filters"),
         )
     except (IndexError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise InfraError(f"the judge printed no valid verdict: {stdout[-500:]!r}") from exc

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from hpcq.outcome import Constraints, EvalResult
 
 SCHEMA_VERSION = 1
-"""Bumped on any incompatible change of a record; decoders reject other versions."""
+"""Bumped on any incompatible change of a record; decoders reject other versions. A new
+optional field is not one: its absence decodes to its default (see hpcq.codec)."""
 
 
 @dataclass(frozen=True)

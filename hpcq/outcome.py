@@ -51,10 +51,20 @@ class EvalRequest:
     source: str  # the candidate C translation unit
     constraints: Constraints = field(default_factory=Constraints)
     cores: tuple[int, ...] = (0,)  # the slot's cores; the candidate is pinned to them
+    judge_cores: tuple[int, ...] = ()  # cores the trusted judge may run on, off the slot's
+    # cores; () lets the engine choose (the allowed cores outside the slot)
 
 
 @dataclass(frozen=True)
 class EvalResult:
+    """The verdict on one candidate.
+
+    `reward` is the evaluating node's own figure, from its TOML `[reward]`: what
+    `hpcq eval` and `hpcq submit` show. Training never reads it; a run computes its
+    reward from the raw measurement (status, gflops, peak_gflops) with its own settings
+    (`hpcq.reward.training_reward`).
+    """
+
     status: Status
     reward: float | None  # None only for infra_error
     message: str = ""
@@ -62,6 +72,9 @@ class EvalResult:
     gflops_min: float | None = None
     gflops_max: float | None = None
     cv: float | None = None  # coefficient of variation of the per-call times
+    # The slot's FP64 peak (per-core peak x threads) the kernel was measured against;
+    # None unless ok. A run shaping its reward as fraction_of_peak divides by it.
+    peak_gflops: float | None = None
     techniques: tuple[str, ...] = ()
     compile_s: float = 0.0
     run_s: float = 0.0

@@ -4,6 +4,11 @@ Each prompt's G completions become one group of tasks. Completions without usabl
 are judged here as format violations and never sent; the rest go to the CPU nodes via
 the producer core, which hands the group back complete: a result per member, or the
 member left out (infra_error or deadline after its retries), with no reward.
+
+Rewards are the run's: every member is scored here by `hpcq.reward.training_reward`
+with `Context.rewards` from the raw measurement, whatever reward the consumer's own TOML
+put on the result. A result the run's shaping cannot score (an ok without the slot's
+peak under fraction_of_peak) is left out, never guessed.
 """
 
 from __future__ import annotations
@@ -14,14 +19,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import structlog
+
 from hpcq.errors import InfraError
 from hpcq.extract import extract_code
-from hpcq.messages import Task
-from hpcq.outcome import Constraints, Status
+from hpcq.messages import Result, Task
+from hpcq.outcome import Constraints, EvalResult, Status
 from hpcq.policy import Sample
 from hpcq.problems import Problem
 from hpcq.producer import CompletedGroup
+from hpcq.reward import training_reward
 from hpcq.settings import RewardSettings
+
+log = structlog.get_logger()
 
 LEFT_OUT = "left_out"  # the member's status when the pipeline could not judge it
 
@@ -58,7 +68,7 @@ class Prompted:
 class Context:
     run_id: str
     step: int
-    rewards: RewardSettings
+    rewards: RewardSettings  # the run's: the only reward settings training uses
     node_class: str
     wait_s: float = 7200.0
 
@@ -68,9 +78,9 @@ def _tasks(p: Prompted, group_id: str, ctx: Context) -> tuple[list[Task], dict[i
     for i, s in enumerate(p.samples):
         code = extract_code(s.text, p.problem.entry)
         if code.source is None:
-            local[i] = Member(
-                s, p.problem.id, str(Status.VIOLATION), ctx.rewards.violation, message=code.message
-            )
+            verdict = EvalResult(Status.VIOLATION, None, message=code.message)
+            reward = training_reward(verdict, ctx.rewards)
+            local[i] = Member(s, p.problem.id, str(Status.VIOLATION), reward, message=code.message)
             continue
         tasks.append(
             Task(
@@ -89,18 +99,23 @@ def _tasks(p: Prompted, group_id: str, ctx: Context) -> tuple[list[Task], dict[i
     return tasks, local
 
 
-def _from_group(p: Prompted, done: CompletedGroup, members: dict[int, Member]) -> None:
+def _member(p: Prompted, r: Result, rewards: RewardSettings) -> Member:
+    o = r.outcome
+    sample, eval_s = p.samples[r.member], max(0.0, r.finished_at - r.started_at)
+    try:
+        reward = training_reward(o, rewards)
+    except ValueError as exc:
+        log.warning("result.unscorable", task_id=r.task_id, consumer=r.consumer, why=str(exc))
+        why = f"unscorable {o.status} result from {r.consumer}: {exc}"
+        return Member(sample, p.problem.id, LEFT_OUT, None, o.gflops, eval_s, why[:200])
+    return Member(sample, p.problem.id, str(o.status), reward, o.gflops, eval_s, o.message[:200])
+
+
+def _from_group(
+    p: Prompted, done: CompletedGroup, members: dict[int, Member], rewards: RewardSettings
+) -> None:
     for r in done.results:
-        o = r.outcome
-        members[r.member] = Member(
-            p.samples[r.member],
-            p.problem.id,
-            str(o.status),
-            o.reward,
-            o.gflops,
-            max(0.0, r.finished_at - r.started_at),
-            o.message[:200],
-        )
+        members[r.member] = _member(p, r, rewards)
     for lo in done.left_out:
         i = lo.task.member
         members[i] = Member(p.samples[i], p.problem.id, LEFT_OUT, None, message=lo.reason[:200])
@@ -134,5 +149,5 @@ async def score(
         index = waiting.pop(done.group_id, -1)
         if index < 0:
             continue  # not this step's (a previous incarnation's group)
-        _from_group(batch[index], done, members[index])
+        _from_group(batch[index], done, members[index], ctx.rewards)
     return [[m[i] for i in range(len(p.samples))] for p, m in zip(batch, members, strict=True)]

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from hpcq.png import BLACK, GREY, LIGHT, RGB, Canvas, text_width
+from hpcq.reward import describe
+from hpcq.settings import RewardSettings
+from hpcq.train_settings import RUN_CONFIG, recorded_reward
 
 BLUE: RGB = (31, 119, 180)
 ORANGE: RGB = (230, 120, 20)
@@ -78,9 +81,20 @@ def _fmt(x: float | None, unit: str = "") -> str:
     return "n/a" if x is None else f"{x:.2f}{unit}"
 
 
+def reward_sentence(reward: RewardSettings | None) -> str:
+    if reward is None:
+        return f"The run's reward settings are not recorded ({RUN_CONFIG} has no train.reward)."
+    return describe(reward) + f" Recorded as train.reward in `{RUN_CONFIG}`."
+
+
 def report_markdown(
-    run_id: str, rows: Sequence[dict[str, Any]], base: Baselines, notes: Sequence[str] = ()
+    run_id: str,
+    rows: Sequence[dict[str, Any]],
+    base: Baselines,
+    notes: Sequence[str] = (),
+    reward: RewardSettings | None = None,
 ) -> str:
+    """`reward`: the settings the run trained on (None: not recorded)."""
     s = summarize(rows)
     if s.steps == 0:
         verdict = "No step completed: there is nothing to compare."
@@ -111,9 +125,8 @@ def report_markdown(
         f"- naive ijk kernel (through the same engine): {_fmt(base.naive_gflops, ' GFLOPS')}",
         f"- {base.library_name}: {_fmt(base.library_gflops, ' GFLOPS')}",
         "",
-        "The reward of a correct kernel is its GFLOPS; failures earn the tier penalties "
-        "(-100 violation, -40 compile error, -30 timeout, -20 runtime error, -10 wrong "
-        "result), so the mean reward moves with both speed and the share of failures.",
+        reward_sentence(reward),
+        "The mean reward moves with both speed and the share of failures.",
         "",
         "![reward and GFLOPS per step](curves.png)",
         "",
@@ -208,7 +221,8 @@ def write(
     base: Baselines,
     notes: Sequence[str] = (),
 ) -> Path:
+    """The PNG and report.md; the reward is the one the run directory's config records."""
     (run_dir / "curves.png").write_bytes(curves_png(rows, base))
     path = run_dir / "report.md"
-    path.write_text(report_markdown(run_id, rows, base, notes))
+    path.write_text(report_markdown(run_id, rows, base, notes, recorded_reward(run_dir)))
     return path

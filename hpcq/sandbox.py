@@ -5,9 +5,10 @@ Layers, outermost first (evaluation notes, section 4):
   per slot; RLIMIT_NPROC does not bind root, and it must bind the candidate.
 - `prlimit`: address space, CPU seconds (hard limit kills), processes/threads, file
   size, open files, no core dumps.
-- `bwrap`: new user, pid, net, ipc, uts and mount namespaces (no network at all), only
-  /usr read-only plus the files of this evaluation, a private /tmp, no capabilities,
-  an empty environment, killed with its parent.
+- `bwrap`: new user, pid, net, ipc, uts and mount namespaces (no network at all), no
+  capabilities, an empty environment, killed with its parent, the command as pid 1.
+  The compiler sees /usr read-only, its own directory and a size-bounded /tmp; the
+  runner sees only its own shared libraries and the candidate's .so, read-only.
 - inside, the trusted runner adds two seccomp layers (kernels/harness/runner.c).
 The wall-clock kill is the caller's (procs.run and the judge kill the process group).
 """
@@ -26,9 +27,10 @@ from pathlib import Path
 from hpcq.errors import InfraError
 from hpcq.settings import SandboxSettings
 
-# bwrap's own processes in the candidate's uid: the outer monitor and pid 1 of the new
-# pid namespace. RLIMIT_NPROC counts them too (it counts tasks of the uid).
-_BWRAP_TASKS = 2
+# bwrap's own processes in the candidate's uid: the outer monitor only (the command runs
+# as pid 1 of the new namespace, --as-pid-1). RLIMIT_NPROC counts it too (it counts tasks
+# of the uid), so a runner with T threads allowed can start no thread beyond them.
+_BWRAP_TASKS = 1
 
 
 def _uids_with_processes() -> set[int]:
@@ -92,20 +94,65 @@ class Sandbox:
                     "util-linux) or run `make install-system`"
                 )
 
-    def prefix(
+    def compile_prefix(
         self,
         *,
         uid: int | None,
         threads: int,
         cpu_s: float,
         memory_bytes: int,
-        binds_ro: Sequence[tuple[Path, str]] = (),
-        binds_rw: Sequence[tuple[Path, str]] = (),
-        env: dict[str, str] | None = None,
-        chdir: str | None = None,
-        as_pid_1: bool = False,
+        work_dir: Path,
     ) -> list[str]:
-        """argv prefix; append the program and its arguments (after the final `--`)."""
+        """argv prefix for the compiler and binutils on untrusted input: read-only /usr,
+        the evaluation's directory read-write at /w (the cwd), a bounded private /tmp, a
+        read-only /dev, /proc of its own pid namespace only. Append the command."""
+        s = self.settings
+        argv = self._outer(uid, threads, cpu_s, memory_bytes - s.tmp_bytes)
+        argv += [
+            "--ro-bind", "/usr", "/usr",
+            *self._root_links(),
+            "--proc", "/proc",
+            "--dev", "/dev",
+            "--remount-ro", "/dev",  # bwrap's /dev is a tmpfs: no writable, unbounded /dev/shm
+            "--size", str(s.tmp_bytes),
+            "--tmpfs", "/tmp",
+            "--bind", str(work_dir), "/w",
+            "--chdir", "/w",
+            "--setenv", "PATH", "/usr/bin:/bin",
+            "--setenv", "LANG", "C",
+            "--",
+        ]  # fmt: skip
+        return argv
+
+    def run_prefix(
+        self,
+        *,
+        uid: int | None,
+        threads: int,
+        cpu_s: float,
+        memory_bytes: int,
+        files: Sequence[Path],
+        binds_ro: Sequence[tuple[Path, str]],
+        env: dict[str, str],
+    ) -> list[str]:
+        """argv prefix for the trusted runner and the candidate it loads. The file system
+        holds only `files` (the runner's shared libraries, at their own paths) and
+        `binds_ro`: no /usr, /proc, /dev or /tmp, so nothing else of the host (no BLAS
+        library, no configuration) exists to be read, and nothing is writable. The runner
+        is pid 1 of its namespace: no bwrap init beside it to inspect or signal."""
+        argv = self._outer(uid, threads, cpu_s, memory_bytes)
+        argv += self._root_links()
+        for path in sorted(set(files)):
+            argv += ["--ro-bind", str(path.resolve()), str(_link_path(path))]
+        for src, dst in binds_ro:
+            argv += ["--ro-bind", str(src), dst]
+        for key, value in env.items():
+            argv += ["--setenv", key, value]
+        argv.append("--")
+        return argv
+
+    def _outer(self, uid: int | None, threads: int, cpu_s: float, memory_bytes: int) -> list[str]:
+        """setpriv (a leased uid), prlimit, and bwrap's namespaces and hygiene flags."""
         s = self.settings
         argv: list[str] = []
         if uid is not None:
@@ -129,28 +176,30 @@ class Sandbox:
             "--new-session",
             "--cap-drop", "ALL",
             "--clearenv",
-            "--ro-bind", "/usr", "/usr",
-            "--symlink", "usr/lib", "/lib",
-            "--symlink", "usr/lib64", "/lib64",
-            "--symlink", "usr/bin", "/bin",
-            "--proc", "/proc",
-            "--dev", "/dev",
-            "--tmpfs", "/tmp",
+            # The command is pid 1 of its namespace and the outer bwrap reaps it: no
+            # bwrap init (same uid, dumpable, unfiltered) shares the namespace with it.
+            "--as-pid-1",
         ]  # fmt: skip
-        if as_pid_1:
-            # The command is pid 1 of its namespace and the outer bwrap reaps it. Without
-            # this, bwrap's own init is orphaned to the host's pid 1, which on some
-            # machines never reaps it: a zombie that keeps counting against NPROC.
-            # (The judge runs its sandbox without it: it reaps as a subreaper itself.)
-            argv.append("--as-pid-1")
-        for src, dst in binds_ro:
-            argv += ["--ro-bind", str(src), dst]
-        for src, dst in binds_rw:
-            argv += ["--bind", str(src), dst]
-        for key, value in (env or {}).items():
-            argv += ["--setenv", key, value]
-        argv += ["--setenv", "PATH", "/usr/bin:/bin"]
-        if chdir:
-            argv += ["--chdir", chdir]
-        argv.append("--")
         return argv
+
+    @staticmethod
+    def _root_links() -> list[str]:
+        """The host's top-level links into /usr (merged-/usr distributions), mirrored."""
+        argv: list[str] = []
+        for top in ("/bin", "/lib", "/lib32", "/lib64", "/libx32", "/sbin"):
+            if os.path.islink(top):
+                argv += ["--symlink", os.readlink(top), top]
+        return argv
+
+
+def minimal_env() -> dict[str, str]:
+    """The environment of every process hpcq starts on the candidate's behalf (judge,
+    setpriv, prlimit, bwrap, compiler): nothing of the evaluator's own (credentials,
+    broker URLs, tokens) reaches a process the candidate could inspect."""
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C", "LC_ALL": "C"}
+
+
+def _link_path(path: Path) -> Path:
+    """`path` with its directories resolved but its last component kept: where the
+    dynamic loader looks for a library (libgomp.so.1 is itself a link to the real file)."""
+    return Path(os.path.realpath(path.parent)) / path.name

@@ -86,12 +86,24 @@ class SandboxSettings:
     [uid_base, uid_base + uid_count): unprivileged, so RLIMIT_NPROC binds it alone.
     No account needs to exist for these uids."""
     memory_bytes: int = 4 << 30
-    """RLIMIT_AS of the candidate process."""
+    """RLIMIT_AS of the candidate process (its sandbox has no writable file system)."""
     file_size_bytes: int = 16 << 20
-    """RLIMIT_FSIZE: the largest file (or output) a sandboxed process may write."""
+    """RLIMIT_FSIZE: the largest file (or output) a sandboxed process may write; also
+    caps the preprocessed source."""
     open_files: int = 64
     compile_timeout_s: float = 60.0
-    compile_memory_bytes: int = 2 << 30
+    """Wall-clock limit of each compiler or binutils step."""
+    compile_cpu_s: float = 20.0
+    """CPU seconds of each compiler step (RLIMIT_CPU): macro bombs end here."""
+    compile_memory_bytes: int = 1 << 30
+    """Memory of each compiler step: RLIMIT_AS plus its /tmp (tmp_bytes is carved out)."""
+    tmp_bytes: int = 64 << 20
+    """Size of the compiler's private /tmp (a tmpfs, i.e. host RAM), inside
+    compile_memory_bytes."""
+    max_include_depth: int = 32
+    """gcc -fmax-include-depth: honest kernels need under 10 (immintrin.h, omp.h)."""
+    max_errors: int = 20
+    """gcc -fmax-errors: a diagnostic flood stops here."""
     extra_threads: int = 0
     """Threads allowed beyond one per core of the slot (0: OpenMP up to the slot's cores)."""
 
@@ -110,9 +122,22 @@ class MeasureSettings:
     peak_margin: float = 1.05
     """A per-call figure above peak_margin x peak x cores is physically impossible here:
     the result is a `violation`."""
-    cpu_slack_s: float = 0.25
-    """Candidate CPU time allowed beyond (timed call time x threads): more means it worked
-    outside the timed window (a helper thread, or spinning ahead of the inputs)."""
+    cpu_slack_s: float = 0.05
+    """Runner CPU allowed for loading (bwrap, the loader) beyond its calls' share..."""
+    cpu_slack_fraction: float = 0.10
+    """...plus this fraction of (call time x threads): more CPU than that means work
+    outside the timed calls (a helper thread, spinning ahead of the inputs)."""
+    gap_cpu_s: float = 0.002
+    """Runner CPU allowed between a DONE and the next GO (the judge checks each gap)..."""
+    gap_cpu_fraction: float = 0.05
+    """...plus this fraction of the call just finished..."""
+    gap_cpu_per_extra_thread_s: float = 0.004
+    """...plus this per OpenMP worker: the kernel books a running thread's CPU time at
+    ticks and context switches, so a worker's last tick (1/HZ: 4 ms at HZ=250) can be
+    booked just after DONE. The runner's own thread is booked exactly."""
+    full_check_rate: float = 0.25
+    """Chance that a benchmark call gets the full comparison with the judge's own
+    product (drawn after the call returned; small shapes only)."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +198,11 @@ def validate(s: EngineSettings) -> None:
         raise ConfigError("measure: need 1 <= min_calls <= max_calls")
     if m.warmup_calls < 0 or m.min_time_s < 0 or m.peak_margin < 1.0:
         raise ConfigError("measure: warmup_calls and min_time_s >= 0, peak_margin >= 1")
+    if not 0.0 <= m.full_check_rate <= 1.0 or min(m.gap_cpu_s, m.gap_cpu_fraction) < 0:
+        raise ConfigError("measure: full_check_rate in [0, 1], gap_cpu_* >= 0")
+    sb = s.sandbox
+    if not 0 < sb.tmp_bytes < sb.compile_memory_bytes:
+        raise ConfigError("sandbox: need 0 < tmp_bytes < compile_memory_bytes")
     if s.node.peak_gflops_per_core is not None and s.node.peak_gflops_per_core <= 0:
         raise ConfigError("node.peak_gflops_per_core must be > 0 (or left out to measure it)")
     if not s.node.name or "/" in s.node.name or " " in s.node.name:

@@ -57,6 +57,9 @@ class SqdSettings:
     snapshot_interval_s: float = 5.0
     prefetch: int = 500
     """Stream messages in flight to this process (a stream consumer needs a prefetch)."""
+    snapshot_retry_s: float = 5.0
+    """After a snapshot could not be written (disk full, state folder gone), how long
+    the controller serves on before it tries again."""
     announce_interval_s: float = 30.0
     idle_exit_s: float | None = None
     """Stop after this long without a message (rebuilds, tests); None: run until stopped."""
@@ -67,6 +70,8 @@ class SqdSettings:
     def __post_init__(self) -> None:
         if self.snapshot_every < 1 or self.prefetch < 1 or self.snapshot_interval_s <= 0:
             raise ConfigError("sqd: snapshot_every, prefetch and snapshot_interval_s must be > 0")
+        if self.snapshot_retry_s <= 0:
+            raise ConfigError("sqd: snapshot_retry_s must be > 0")
 
 
 def state_path_for(state_dir: Path, namespace: str) -> Path:
@@ -157,6 +162,8 @@ class SqdService:
         )
         self.skipped = 0  # stream messages seen twice (around a reconnect)
         self.resubscriptions = 0
+        self.snapshot_failures = 0
+        self.snapshot_error: str | None = None  # why the latest attempt failed, if it did
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._stream: AbstractRobustQueue | None = None
         self._resubscribe = asyncio.Event()
@@ -164,6 +171,7 @@ class SqdService:
         self._ready = asyncio.Event()
         self._since_snapshot = 0
         self._last_snapshot = time.monotonic()
+        self._next_attempt = 0.0  # monotonic time before which a failed snapshot waits
         self._last_announce = time.monotonic()
 
     def stop(self) -> None:
@@ -257,9 +265,13 @@ class SqdService:
 
     async def _periodic(self, link: Link, exchanges: Exchanges) -> None:
         now = time.monotonic()
-        if self._since_snapshot and (
-            self._since_snapshot >= self.settings.snapshot_every
-            or now - self._last_snapshot >= self.settings.snapshot_interval_s
+        if (
+            self._since_snapshot
+            and now >= self._next_attempt
+            and (
+                self._since_snapshot >= self.settings.snapshot_every
+                or now - self._last_snapshot >= self.settings.snapshot_interval_s
+            )
         ):
             self._snapshot()
         if now - self._last_announce >= self.settings.announce_interval_s:
@@ -267,8 +279,28 @@ class SqdService:
             await self._announce(link, exchanges, self.controller.current())
 
     def _snapshot(self) -> None:
+        """Write the state; a failure is logged, never raised: the controller serves on
+        (the stream keeps every record after the last snapshot) and tries again after
+        `snapshot_retry_s`."""
         data = snapshot_bytes(self.controller, self.offset, self.topology.namespace)
-        write_atomic(self.settings.state_path, data)
+        path = self.settings.state_path
+        try:
+            write_atomic(path, data)
+        except OSError as exc:
+            self.snapshot_failures += 1
+            self.snapshot_error = f"{exc.strerror or exc} ({path})"
+            self._next_attempt = time.monotonic() + self.settings.snapshot_retry_s
+            log.error(
+                "sqd: cannot write the snapshot; still serving, retrying later "
+                "(a restart re-reads the unsaved records from the stream)",
+                error=self.snapshot_error,
+                retry_in_s=self.settings.snapshot_retry_s,
+                unsaved_records=self._since_snapshot,
+            )
+            return
+        if self.snapshot_error is not None:
+            log.warning("sqd: snapshot written again", path=str(path), offset=self.offset)
+        self.snapshot_error = None
         self._since_snapshot = 0
         self._last_snapshot = time.monotonic()
 

@@ -1,75 +1,43 @@
-"""Static checks of a candidate, before anything of it runs.
+"""Static checks of a candidate's text and symbols, before anything of it runs.
 
-Two passes:
-- on the source text: size and encoding, the techniques it uses (hpcq.techniques)
-  against the stage's constraints;
-- on the compiled object (`nm`, `readelf`, `objdump`): the only global symbol defined is
-  the entry point (helpers must be `static`, so no `clock_gettime` or `memcpy` of its
-  own); every undefined symbol is on an allow-list (no BLAS, no dlopen, no stdio, no
-  fork/exec/threads, no exit); no load-time constructors; no raw system-call
-  instructions.
+- on the source text: size and encoding (`check_source_text`), and the techniques it
+  uses (hpcq.techniques, on what gcc -E reads) against the stage's constraints
+  (`check_techniques`);
+- the symbol policy of a compiled kernel (`check_symbols`): the only global symbol
+  defined is the entry point (helpers must be `static`, so no `clock_gettime` or
+  `memcpy` of its own); every undefined symbol on an allow-list (no BLAS, no dlopen, no
+  stdio, no fork/exec/threads, no exit; OpenMP only where the stage allows it).
+hpcq.object_checks applies it to the object, with everything else the ELF files say.
 A failure is a `Finding`, which the engine turns into a `violation` result.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from hpcq import techniques as tq
 from hpcq.outcome import Constraints
 
 MAX_SOURCE_BYTES = 256 * 1024
 
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 # Undefined symbols a kernel may reference. gcc itself emits memcpy/memset for loops and
-# __stack_chk_fail / *_chk for hardening; the rest is allocation and libm.
-_ALLOWED = frozenset(
-    (
-        "memcpy",
-        "memmove",
-        "memset",
-        "memcmp",
-        "__memcpy_chk",
-        "__memmove_chk",
-        "__memset_chk",
-        "__stack_chk_fail",
-        "malloc",
-        "calloc",
-        "realloc",
-        "free",
-        "aligned_alloc",
-        "posix_memalign",
-        "_GLOBAL_OFFSET_TABLE_",
-        "sqrt",
-        "sqrtf",
-        "fabs",
-        "fabsf",
-        "fma",
-        "fmaf",
-        "fmin",
-        "fmax",
-        "fminf",
-        "fmaxf",
-        "floor",
-        "ceil",
-        "round",
-        "trunc",
-        "exp",
-        "exp2",
-        "log",
-        "log2",
-        "log10",
-        "pow",
-        "sin",
-        "cos",
-        "tan",
-        "tanh",
-        "copysign",
-        "ldexp",
-        "frexp",
-        "modf",
-        "fmod",
-    )
+# __stack_chk_fail / *_chk for hardening; then allocation and libm; libgcc's CPU model
+# for __builtin_cpu_supports dispatch (its constructor only runs cpuid) and the TLS
+# accessor for `static __thread` scratch (it allocates, nothing else).
+_ALLOWED = _words(
+    """
+    memcpy memmove memset memcmp __memcpy_chk __memmove_chk __memset_chk __stack_chk_fail
+    malloc calloc realloc free aligned_alloc posix_memalign _GLOBAL_OFFSET_TABLE_
+    sqrt sqrtf fabs fabsf fma fmaf fmin fmax fminf fmaxf floor ceil round trunc
+    exp exp2 log log2 log10 pow sin cos tan tanh copysign ldexp frexp modf fmod
+    __cpu_model __cpu_features2 __cpu_indicator_init __tls_get_addr
+    """
 )
 # OpenMP's runtime entry points (libgomp); timers and thread-count setters excluded.
 _OPENMP = re.compile(
@@ -79,8 +47,6 @@ _BLAS = re.compile(
     r"^(cblas_\w+|[sdcz](gemm|gemv|axpy|dot|scal|syrk|trsm)_?|openblas_\w+|mkl_\w+|bli_\w+)$", re.I
 )
 _LOADERS = frozenset({"dlopen", "dlsym", "dlmopen", "dlvsym", "__libc_dlopen_mode"})
-_CTOR_SECTIONS = (".init_array", ".fini_array", ".preinit_array", ".ctors", ".dtors")
-_SYSCALL_INSN = re.compile(r"\t(syscall|sysenter|int\s+\$0x80|svc\s+#?0x?0*)\b")
 
 
 @dataclass(frozen=True)
@@ -88,6 +54,17 @@ class Finding:
     """Why a candidate is a violation, in words a model (and a person) can act on."""
 
     message: str
+
+
+def printable(name: str, limit: int = 60) -> str:
+    """A symbol or section name, which the candidate chose, made printable and short."""
+    text = "".join(c if c.isprintable() else "?" for c in name[:limit])
+    return text + ("..." if len(name) > limit else "")
+
+
+def printable_list(names: Iterable[str]) -> str:
+    listed = sorted(names)
+    return ", ".join(printable(n) for n in listed[:8]) + (", ..." if len(listed) > 8 else "")
 
 
 def check_source_text(source: str) -> Finding | None:
@@ -112,39 +89,6 @@ def check_techniques(found: dict[str, str], constraints: Constraints) -> Finding
     return None
 
 
-def detect_techniques(source: str) -> dict[str, str]:
-    return tq.detect(source)
-
-
-def parse_nm(text: str) -> tuple[set[str], set[str], set[str]]:
-    """`nm -P` output -> (global defined symbols, undefined symbols, IFUNC symbols)."""
-    defined: set[str] = set()
-    undefined: set[str] = set()
-    ifuncs: set[str] = set()
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) < 2:
-            continue
-        name, kind = parts[0], parts[1]
-        if kind in ("U", "w", "v"):
-            undefined.add(name)
-        elif kind == "i":
-            ifuncs.add(name)
-        elif kind.isupper():
-            defined.add(name)
-    return defined, undefined, ifuncs
-
-
-def check_ifuncs(ifuncs: set[str]) -> Finding | None:
-    # An IFUNC resolver runs while the object is loaded, before the runner's strict
-    # seccomp layer: load-time code, like a constructor.
-    if ifuncs:
-        return Finding(
-            f"defines IFUNC symbol(s) {', '.join(sorted(ifuncs))}: load-time code is not allowed"
-        )
-    return None
-
-
 def check_symbols(
     defined: set[str], undefined: set[str], entry: str, constraints: Constraints
 ) -> Finding | None:
@@ -153,38 +97,27 @@ def check_symbols(
     extra = sorted(defined - {entry})
     if extra:
         return Finding(
-            f"defines global symbol(s) {', '.join(extra)}: only `{entry}` may be global; "
+            f"defines global symbol(s) {printable_list(extra)}: only `{entry}` may be global; "
             "make helpers `static` and do not replace library or timer functions"
         )
     blas = sorted(s for s in undefined if _BLAS.match(s))
     if blas:
-        return Finding(f"calls a library BLAS ({', '.join(blas)}): write the kernel yourself")
+        return Finding(f"calls a library BLAS ({printable_list(blas)}): write the kernel yourself")
     loaders = sorted(undefined & _LOADERS)
     if loaders:
-        return Finding(f"loads code at run time ({', '.join(loaders)})")
+        return Finding(f"loads code at run time ({printable_list(loaders)})")
     omp = sorted(s for s in undefined if _OPENMP.match(s))
     if omp and "openmp" in constraints.forbidden:
-        return Finding(f"uses OpenMP ({', '.join(omp)}) but this stage forbids openmp")
-    other = sorted(s for s in undefined if s not in _ALLOWED and not _OPENMP.match(s))
+        return Finding(f"uses OpenMP ({printable_list(omp)}) but this stage forbids openmp")
+    other = sorted(s for s in undefined if not may_import(s))
     if other:
         return Finding(
-            f"calls {', '.join(other)}, not allowed in a kernel "
+            f"calls {printable_list(other)}, not allowed in a kernel "
             "(allowed: memory allocation and copying, libm, OpenMP when the stage allows it)"
         )
     return None
 
 
-def check_sections(readelf_sections: str) -> Finding | None:
-    found = [
-        s for s in _CTOR_SECTIONS if re.search(rf"\s{re.escape(s)}(\.\S*)?\s", readelf_sections)
-    ]
-    if found:
-        return Finding(f"has load-time code ({', '.join(found)}): constructors are not allowed")
-    return None
-
-
-def check_disassembly(objdump: str) -> Finding | None:
-    match = _SYSCALL_INSN.search(objdump)
-    if match:
-        return Finding(f"contains a raw system-call instruction ({match.group(1).strip()})")
-    return None
+def may_import(name: str) -> bool:
+    """Whether a kernel may reference `name` at all (the stage may still forbid OpenMP)."""
+    return name in _ALLOWED or _OPENMP.match(name) is not None

@@ -1,77 +1,97 @@
-"""Which optimization techniques a C kernel uses, found by reading its source.
+"""Which optimization techniques a C kernel uses, found by reading what the compiler reads.
 
 The SQD controller allows or forbids techniques per stage; the engine calls `detect` on
-every candidate and compares the result with the stage constraints. Detection is
-heuristic (the source is not compiled here) but deliberately simple to audit. It runs on
-the source with comments and string literals blanked (`strip_c`), so a technique named
-only in a comment or a string is not detected. The text inside `#pragma` lines and inside
-`_Pragma("...")` is kept, since that string is code.
+every candidate and compares the result with the stage constraints. `detect` takes the
+candidate's own lines of its `gcc -E` output (`hpcq.preprocess.own_lines`: macros
+expanded, `#define` lines and `#if 0` code gone, `_Pragma` turned into `#pragma`), so
+token pasting, stringizing and disabled code all read as the compiler reads them; it
+also works on raw source (the bootstrap corpus labels templates with it), where it reads
+`#define` constants itself. Comments and string literals are blanked first (`strip_c`),
+so a technique named only in a comment or a string is not detected; the text of
+`#pragma` lines, the string of `_Pragma("...")`, the strings of `optimize(...)`
+attributes and every string inside an `asm` statement are kept, since they are code.
+`from_object` adds evidence read from the compiled object where it is decisive.
 
 Rules, per technique (each yields the first line where it fired as evidence):
 
 openmp
     a `#pragma omp` directive other than a pure `simd` / `declare simd` one, the same
     inside `_Pragma("omp ...")`, the bare tokens `omp parallel|for|task|...` anywhere
-    (a macro that stringifies its argument into `_Pragma`), or a call to an `omp_*`
-    function. `#include <omp.h>` alone is not use.
+    (raw text: a macro that stringifies its argument into `_Pragma`), a call to an
+    `omp_*` function, or any mention of the runtime's entry points (`GOMP_*`,
+    `__builtin_GOMP_*`, `__kmpc_*`). `#include <omp.h>` alone is not use.
 simd
     explicit vectorisation: x86 intrinsics (`_mm*_` except prefetch, pause, fences and
     `_mm_malloc`/`_mm_free`), the `__m128d/__m256d/__m512d/__mmask8...` types,
     `__builtin_ia32_*`, Arm NEON/SVE types and intrinsics (`float64x2_t`, `vld1q_f64`,
-    `svfloat64_t`, `svmla_f64_x`), RISC-V `__riscv_v*`, GCC/Clang vector extensions
-    (`vector_size`, `ext_vector_type`, `__builtin_shuffle`), and the directives
-    `#pragma omp simd` (also `parallel for simd`), `#pragma GCC ivdep`, `#pragma ivdep`,
-    `#pragma clang loop vectorize(...)`. Auto-vectorisation by the compiler and an
-    `#include <immintrin.h>` alone are not detected.
+    `svfloat64_t`, `svmla_f64_x`), RISC-V `__riscv_v*`, GCC/Clang vector extensions in
+    any spelling (`vector_size`, `__vector_size__`, `ext_vector_type`, a vector
+    `mode(V4DF)`, `__builtin_shuffle`, `__builtin_shufflevector`,
+    `__builtin_convertvector`), the `simd` function attribute, an `optimize` pragma or
+    attribute that turns a vectoriser on (`"tree-vectorize"`, not `"no-tree-vectorize"`),
+    the directives `#pragma omp simd` (also `parallel for simd`, `declare simd`),
+    `#pragma GCC ivdep`, `#pragma ivdep`, `#pragma clang loop vectorize(...)`, and vector
+    code in inline assembly: in the strings of an `asm` statement or asm label, an x86
+    256- or 512-bit register (`ymm0`..`ymm31`, `zmm0`..`zmm31`, any prefix), an x86
+    instruction whose mnemonic ends in `pd` or `ps` (packed double/single: `addpd`,
+    `vmovupd`, `vfmadd231pd`, `shufps`), or an AArch64 vector register with an
+    arrangement (`v0.2d`, `v1.4s`, `v2.d[1]`) or an SVE one (`z0.d`). Scalar SSE in asm
+    (`addsd %xmm1, %xmm0`) and machine code written as bytes (`.byte 0xc4, ...`) are not
+    seen here: the latter is what `from_object` is for. Auto-vectorisation by the
+    compiler and an `#include <immintrin.h>` alone are not detected.
 cache_blocking
-    a `for` loop stepping by a block size (`v += S` or `v = v + S`, where S is a constant
-    >= 8 through #define/enum/const, or a run-time name such as `bs`), with a loop nested
-    at most 4 levels inside it that is bounded by the block: its header mentions `v` (or a
-    variable assigned from a `min(...)`-like call or ternary mentioning `v`, at most 4000
-    characters before it) and its condition is a min-like call, a ternary, `&&`, such a
-    variable, or mentions both `v` and S (`i < ii + BS`). A panel loop `j += 16` whose
-    inner loops run to `min(j + 16, N)` therefore counts as blocking too.
+    a loop (`for`, `while` or `do`; csource's loop model finds a `while` loop's
+    increment among the last statements of its body and its init just before it)
+    stepping by a block size (`v += S`, `v = v + S`, `v -= S`, where S is a constant >= 8
+    (a literal, #define, enum or const, `sizeof` included) or a run-time name such as
+    `bs`), with a loop nested at most 4 levels inside it that is bounded by the block:
+    its header mentions `v` (or a variable assigned from a `min(...)`-like call or
+    ternary mentioning `v`, at most 4000 characters before it) and its condition is a
+    min-like call, a ternary, `&&`, such a variable, or mentions both `v` and S
+    (`i < ii + BS`, `i < ii + 64`). A panel loop `j += 16` whose inner loops run to
+    `min(j + 16, N)` therefore counts as blocking too.
 register_blocking
     at least 4 distinct accumulators updated in one innermost loop. An accumulator is a
     floating-point or vector variable updated from itself (`c += ...`, `c = c + ...`,
     `c = _mm512_fmadd_pd(a, b, c)`, `c = fma(a, b, c)`); a local array of such type with a
-    constant size of 4..256 elements counts as that many accumulators. Several partial
-    sums of one reduction (s0..s3) therefore count too; updates of C in memory do not.
+    constant size of 4..256 elements counts as that many accumulators (sizes are constant
+    expressions: `double acc[sizeof(double) / 2][4]` is 16, see hpcq.cexpr for the LP64
+    data model). Several partial sums of one reduction (s0..s3) therefore count too;
+    updates of C in memory do not.
 loop_unrolling
-    `#pragma GCC unroll`, `#pragma unroll`, `#pragma clang loop unroll...`,
-    `#pragma GCC optimize("unroll-loops")`, or manual unrolling: an innermost `for` loop
-    stepping by a constant 2..8 whose body refers to its own variable at an offset below
-    the step (`k + 1`, `k + 3`, `p[1]`). Unroll-and-jam of an outer loop (a loop stepping
-    by 4 around an inner loop, such as the rows of a register-blocked micro-kernel or a
-    k loop feeding four rows of B to an inner j loop) is not counted as unrolling.
+    `#pragma GCC unroll`, `#pragma unroll`, `#pragma clang loop unroll...`, an `optimize`
+    pragma or attribute naming `unroll-loops` or `unroll-all-loops`, or manual
+    unrolling: an innermost loop stepping by a constant 2..8 whose body refers to its own
+    variable at an offset below the step (`k + 1`, `k + 3`, `p[1]`). Unroll-and-jam of an
+    outer loop (a loop stepping by 4 around an inner loop, such as the rows of a
+    register-blocked micro-kernel) is not counted as unrolling.
 packing
-    copying from an input matrix into another buffer, found per function: inside a loop,
-    an assignment statement whose right-hand side is one element of an input
-    (`Bp[j*K + k] = B[k*N + j]`, `*dst++ = *src++`, `x ? B[..] : 0.0` zero padding, or a
-    temporary holding one), a store call (any name containing "store": intrinsics or the
-    kernel's own macros) of a load call reading an input, or a `memcpy`/`memmove` from an
-    input anywhere. Inputs are dgemm's 4th and 5th parameters, `const` floating-point
-    pointer parameters of any function, and pointers initialised from them. The
-    destination is not dgemm's output (6th parameter) or a pointer initialised from it,
-    not an input, not a local array of at most 16 elements, and not `&variable`
-    (`memcpy(&v, b + j, 32)` is an unaligned vector load).
+    copying from an input matrix into another buffer, found per function (see
+    hpcq.packing): inside a loop, a store to memory (`Bp[...] = ...`, `*dst++ = ...`,
+    `*(v4d *)(Bp + j) = ...`) or a store call (a name with "store", "stream", "scatter" or
+    `st1`: intrinsics or the kernel's own macros) whose value reads elements of exactly
+    one input, whatever arithmetic surrounds them (`1.0 * B[..]`, `alpha * B[..]`,
+    `B[..] + 0.0`, `-(-B[..])`, `x ? B[..] : 0.0`, a temporary holding one, a vector
+    load of one); or a `memcpy`/`memmove`/`mempcpy`/`bcopy` from an input anywhere. A
+    value reading two inputs (`A[..] * B[..]`) is arithmetic, not a copy. Inputs are
+    dgemm's 4th and 5th parameters, `const` floating-point pointer parameters of any
+    function, and pointers assigned from them. The destination is not dgemm's output (6th
+    parameter) or a pointer assigned from it, not an input, not a local array of at most
+    16 elements, and not `&variable` (`memcpy(&v, b + j, 32)` is an unaligned load).
 
-Everything is linear or bounded per match, so a hostile 256 KiB source costs about a
-second at most.
+Not detected: techniques hidden behind recursion or `goto` loops, `sizeof` of a
+variable, and a copy whose value also reads the other input on purpose. Everything is
+linear or bounded per match, so a hostile 256 KiB source costs about a second at most.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from hpcq.csource import (
-    WORD,
-    Source,
-    mentions,
-    split_top,
-    words,
-)
+from hpcq import packing
+from hpcq.cdecl import ASSIGN, STATEMENT_CHARS, assignments, float_arrays, float_scalars
+from hpcq.csource import ASM_OPEN, Loop, Source, words
 
 CATALOGUE: tuple[str, ...] = (
     "openmp",
@@ -106,7 +126,9 @@ def techniques(source: str) -> frozenset[str]:
 
 
 def detect(source: str) -> dict[str, str]:
-    """Map each technique found in `source` to its evidence, e.g. "line 12: #pragma omp ..."."""
+    """Map each technique found in `source` to its evidence, e.g. "line 12: #pragma omp ...".
+    `source` is best `hpcq.preprocess.own_lines` of the candidate's `gcc -E` output; raw
+    source works too."""
     src = Source(source)
     found: dict[str, str] = {}
     for name, rule in (
@@ -115,7 +137,7 @@ def detect(source: str) -> dict[str, str]:
         ("cache_blocking", _cache_blocking),
         ("register_blocking", _register_blocking),
         ("loop_unrolling", _loop_unrolling),
-        ("packing", _packing),
+        ("packing", packing.first_copy),
     ):
         at = rule(src)
         if at is not None:
@@ -123,21 +145,82 @@ def detect(source: str) -> dict[str, str]:
     return found
 
 
+# --------------------------------------------------------------------------- object code
+
+_OPENMP_SYMBOL = re.compile(r"(?:GOMP_|omp_|__kmpc_)\w+")
+_INSTRUCTION = re.compile(
+    r"^\s*[0-9a-f]+:\s+(?:(?:[0-9a-f]{2} )+\s*|[0-9a-f]{8}\s+)?(?P<insn>[a-z{][^\n]*)$", re.M
+)
+_PREFIXES = {"lock", "rep", "repz", "repe", "repnz", "repne", "notrack", "bnd", "data16",
+             "addr32", "cs", "ds", "es", "ss", "fs", "gs"}  # fmt: skip
+_X86_PACKED_FP = re.compile(
+    r"v?(?:add|sub|mul|div|min|max|sqrt|addsub|hadd|hsub|dp|rcp(?:14|28)?|rsqrt(?:14|28)?"
+    r"|scalef|f(?:n?m(?:add|sub)|maddsub|msubadd)(?:132|213|231)?)p[sdh]"
+)
+_ARM_FP = re.compile(
+    r"f(?:add|sub|mul|div|mla|mls|min|max|minnm|maxnm|sqrt|mulx|addp|abd|recp[es]|rsqrt[es]"
+    r"|mad|msb|nmla|nmls|nmad|nmsb)"
+)
+_ARM_VECTOR = re.compile(r"\b(?:v\d{1,2}\.\d*[hsd]|z\d{1,2}\.[hsd])\b")
+
+
+def from_object(undefined_symbols: Iterable[str], disassembly: str | None) -> dict[str, str]:
+    """Evidence read from the compiled candidate: "openmp" when it references the OpenMP
+    runtime (an undefined `GOMP_*`, `omp_*` or `__kmpc_*` symbol, version suffixes such
+    as `@GOMP_4.0` ignored); "simd" when `disassembly` (`objdump -d --no-show-raw-insn`,
+    raw bytes tolerated; x86_64 AT&T or AArch64) holds packed floating-point arithmetic:
+    add, sub, mul, div, min, max, sqrt, reciprocal, dot product or fused multiply-add on
+    packed doubles, singles or halves (`vfmadd231pd`, `vmulpd`, `addpd`, `vaddps`; on
+    AArch64 `fmla v0.2d, ...`, SVE `z0.d`). Moves, shuffles, broadcasts, logic and scalar
+    `sd`/`ss` forms are not. Pass the disassembly only of an object compiled with the
+    auto-vectoriser off (`-fno-tree-vectorize -fno-tree-slp-vectorize`): then packed
+    arithmetic can only come from the candidate asking for it."""
+    found: dict[str, str] = {}
+    symbols = sorted({s.strip().split("@")[0] for s in undefined_symbols})
+    openmp = [s for s in symbols if _OPENMP_SYMBOL.fullmatch(s)]
+    if openmp:
+        found["openmp"] = f"object: calls {openmp[0]}"
+    if disassembly:
+        mnemonic = _packed_fp(disassembly)
+        if mnemonic is not None:
+            found["simd"] = f"object: {mnemonic} (packed FP arithmetic)"
+    return found
+
+
+def _packed_fp(disassembly: str) -> str | None:
+    """The first packed floating-point arithmetic instruction's mnemonic, or None."""
+    for m in _INSTRUCTION.finditer(disassembly):
+        tokens = m.group("insn").replace("\t", " ").split(" ")
+        tokens = [t for t in tokens if t]
+        while tokens and (tokens[0] in _PREFIXES or tokens[0].startswith("{")):
+            tokens.pop(0)
+        if not tokens:
+            continue
+        mnemonic, operands = tokens[0], " ".join(tokens[1:])
+        if _X86_PACKED_FP.fullmatch(mnemonic):
+            return mnemonic
+        if _ARM_FP.fullmatch(mnemonic) and _ARM_VECTOR.search(operands):
+            return mnemonic
+    return None
+
+
 # --------------------------------------------------------------------------- openmp / simd
 
 _PRAGMA = re.compile(r"^[ \t]*#[ \t]*pragma[ \t]+([^\n]*)", re.M)
-_PRAGMA_CALL = re.compile(r"\b_Pragma\s*\(\s*\"([^\"\n]*)\"")
+_PRAGMA_CALL = re.compile(r'\b_Pragma\s*\(\s*"((?:[^"\\\n]|\\.)*)"')
 _OMP_TOKENS = re.compile(
     r"(?<![\w\"])omp[ \t]+(parallel|for|task|taskloop|sections|single|target|teams|"
-    r"distribute|critical|atomic|barrier)\b"
+    r"distribute|critical|atomic|barrier|loop)\b"
 )
 _OMP_SIMD_TOKENS = re.compile(r"(?<![\w\"])omp[ \t]+(?:\w+[ \t]+)*simd\b")
-_OMP_CALL = re.compile(r"\bomp_\w+\s*\(")
+_OMP_CALL = re.compile(r"\bomp_\w+\s*\(|\b(?:__builtin_)?GOMP_\w+|\b__kmpc_\w+")
 
 
 def _directives(src: Source) -> list[tuple[int, str]]:
     found = [(m.start(), " ".join(m.group(1).split())) for m in _PRAGMA.finditer(src.text)]
-    found += [(m.start(), " ".join(m.group(1).split())) for m in _PRAGMA_CALL.finditer(src.text)]
+    for m in _PRAGMA_CALL.finditer(src.text):
+        text = re.sub(r"\\(.)", r"\1", m.group(1))
+        found.append((m.start(), " ".join(text.split())))
     return sorted(found)
 
 
@@ -163,13 +246,17 @@ _SIMD_CODE = re.compile(
     r"\b(?!_mm_(?:prefetch|malloc|free|pause|sfence|lfence|mfence|clflush|getcsr|setcsr)\b)"
     r"_mm\d*_\w+"
     r"|\b__m(?:64|128|256|512)[dhi]?\b|\b__mmask\d+\b|\b__builtin_ia32_\w+"
-    r"|\b__builtin_shuffle(?:vector)?\b|\bvector_size\b|\bext_vector_type\b"
+    r"|\b__builtin_(?:shuffle|shufflevector|convertvector)\b"
+    r"|\b(?:__)?(?:vector_size|ext_vector_type)(?:__)?\b"
+    r"|\b(?:__)?mode(?:__)?\s*\(\s*(?:__)?V\d+[A-Z]+(?:__)?\s*\)"
+    r"|\b__attribute__\s*\(\(\s*(?:__)?simd(?:__)?\b"
     r"|\b(?:float|int|uint|poly)\d+x\d+(?:x\d)?_t\b"
     r"|\bv[a-z0-9]+q?_(?:n_|lane_|laneq_)?[fsu](?:8|16|32|64)\b"
     r"|\bsv(?:float|int|uint|bool)\w*_t\b|\bsv[a-z0-9]+(?:_n)?_[fsu]\d+(?:_[mxz])?\b"
     r"|\b__riscv_v\w+|\bvfloat\d+m\d+_t\b"
 )
 _SIMD_PRAGMA = re.compile(r"^(?:omp\b.*\bsimd\b|GCC ivdep\b|ivdep\b|clang loop vectorize)")
+_OPTIMIZE = re.compile(r'\b(?:GCC[ \t]+)?(?:__)?optimize(?:__)?\s*\(([^()]*)\)')
 
 
 def _simd(src: Source) -> int | None:
@@ -177,29 +264,62 @@ def _simd(src: Source) -> int | None:
     for m in (_SIMD_CODE.search(src.text), _OMP_SIMD_TOKENS.search(src.text)):
         if m is not None:
             hits.append(m.start())
+    hits += [at for at, opts in _optimize_options(src) if any("vectorize" in o for o in opts)]
+    asm = _vector_asm(src)
+    if asm is not None:
+        hits.append(asm)
     return min(hits, default=None)
+
+
+def _optimize_options(src: Source) -> list[tuple[int, list[str]]]:
+    """(offset, options) of each `optimize` pragma or attribute: `"-funroll-loops"` and
+    `"unroll-loops"` both read `unroll-loops`; negated options (`no-...`) are left out."""
+    out = []
+    for m in _OPTIMIZE.finditer(src.text):
+        options = []
+        for raw in re.findall(r'"([^"]*)"', m.group(1)):
+            for option in raw.split(","):
+                option = option.strip().removeprefix("-").removeprefix("f")
+                if option and not option.startswith("no-"):
+                    options.append(option)
+        out.append((m.start(), options))
+    return out
+
+
+_ASM_STRING = re.compile(r'"((?:[^"\\\n]|\\.)*)"')
+_VECTOR_REGISTER = re.compile(
+    r"(?<![\w.])%{0,2}[yz]mm(?:[12]?\d|3[01])\b|\bv(?:[12]?\d|3[01])\.\d*[bhsdq]\b"
+    r"|\bz(?:[12]?\d|3[01])\.[bhsdq]\b"
+)
+_PACKED_MNEMONIC = re.compile(r"v?[a-z]\w*p[sd]")
+
+
+def _vector_asm(src: Source) -> int | None:
+    """The offset of the first asm statement or label whose strings hold vector code."""
+    text = src.text
+    for m in ASM_OPEN.finditer(text):
+        close = src.match.get(m.end() - 1)
+        if close is None:
+            continue
+        strings = " ".join(_ASM_STRING.findall(text, m.end(), close))
+        if _VECTOR_REGISTER.search(strings) or _packed_asm(strings):
+            return m.start()
+    return None
+
+
+def _packed_asm(code: str) -> bool:
+    """Whether an instruction of `code` (asm string contents) is a packed x86 one."""
+    code = code.replace("\\n", "\n").replace("\\t", " ").replace(";", "\n")
+    for statement in code.split("\n"):
+        parts = statement.split(":")[-1].split()  # after any label
+        if parts and _PACKED_MNEMONIC.fullmatch(parts[0].lower()):
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------- cache blocking
 
 _CALL = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
-_ASSIGN = re.compile(r"(?<![\w.>])(\w+)\s*=(?!=)")
-_STATEMENT_CHARS = 4000  # longest right-hand side looked at
-
-
-def _assignments(
-    pattern: re.Pattern[str], text: str, start: int = 0, end: int | None = None, stop: str = ";"
-) -> list[tuple[re.Match[str], str]]:
-    """Matches of `pattern` (ending at an `=`) with the text after it up to `stop`. Finding
-    the end with str.find keeps the scan linear on text without semicolons."""
-    end = len(text) if end is None else end
-    out = []
-    for m in pattern.finditer(text, start, end):
-        limit = min(end, m.end() + _STATEMENT_CHARS)
-        ends = [i for i in (text.find(c, m.end(), limit) for c in stop) if i >= 0]
-        if ends:
-            out.append((m, text[m.end() : min(ends)]))
-    return out
 
 
 def _has_min(expr: str) -> bool:
@@ -208,31 +328,43 @@ def _has_min(expr: str) -> bool:
 
 
 def _cache_blocking(src: Source) -> int | None:
+    inner_loops: dict[int, _Inner] = {}
+    index = {loop.start: k for k, loop in enumerate(src.loops)}
     for k, loop in enumerate(src.loops):
         if loop.var is None or loop.step is None or not _block_step(src, loop.step):
             continue
-        v = loop.var
+        names_step = _step_test(loop.step, src.value(loop.step))
         for inner in src.nested(k, 4):
-            # variables holding the end of the block, assigned shortly before the inner loop
-            region = src.text[max(loop.body_start, inner.start - 4000) : inner.start]
-            bound_vars = {
-                m.group(1)
-                for m, rhs in _assignments(_ASSIGN, region)
-                if _has_min(rhs) and mentions(rhs, v)
-            }
-            header = inner.init + ";" + inner.cond
-            if not any(mentions(header, name) for name in {v} | bound_vars):
-                continue
-            cond = inner.cond
-            bounded = (
-                _has_min(cond)
-                or "&&" in cond
-                or any(mentions(cond, name) for name in bound_vars)
-                or (mentions(cond, v) and words(loop.step) <= words(cond))
-            )
-            if bounded:
+            if inner.start not in inner_loops:
+                top = src.enclosing(index[inner.start], 4)  # any loop looking at `inner`
+                inner_loops[inner.start] = _Inner(src, inner, max(top, inner.start - 4000))
+            if inner_loops[inner.start].bounded_by(loop.var, loop.body_start, names_step):
                 return loop.start
     return None
+
+
+class _Inner:
+    """A loop nested in a candidate block loop, and what it offers as a block bound."""
+
+    def __init__(self, src: Source, loop: Loop, region_start: int) -> None:
+        self.header = words(loop.init + ";" + loop.cond)
+        self.cond_words, self.cond = words(loop.cond), loop.cond
+        self.direct = _has_min(loop.cond) or "&&" in loop.cond
+        # assignments from a min-like call or a ternary before the loop: block ends
+        self.ends = [
+            (region_start + m.start(), m.group(1), words(rhs))
+            for m, rhs in assignments(ASSIGN, src.text[region_start : loop.start])
+            if _has_min(rhs)
+        ]
+
+    def bounded_by(self, v: str, body_start: int, names_step: Callable[[str], bool]) -> bool:
+        """Whether this loop runs within the block of variable `v` (see the docstring)."""
+        direct = self.direct or (v in self.cond_words and names_step(self.cond))
+        if direct and v in self.header:
+            return True
+        ends = [n for at, n, rhs in self.ends if at >= body_start and v in rhs]
+        in_header = v in self.header or any(n in self.header for n in ends)
+        return in_header and (direct or any(n in self.cond_words for n in ends))
 
 
 def _block_step(src: Source, step: str) -> bool:
@@ -242,31 +374,40 @@ def _block_step(src: Source, step: str) -> bool:
     return bool(words(step))  # a run-time block size such as `bs`
 
 
+def _step_test(step: str, value: int | None) -> Callable[[str], bool]:
+    """A test of whether a condition names the step: its names (`BS`), else its text or
+    its value (`64`)."""
+    names = words(step)
+    if names and not step.lstrip("(").startswith("sizeof"):
+        return lambda cond: names <= words(cond)
+    flat = "".join(step.split())
+    number = re.compile(rf"(?<![\w.]){value}(?![\w.])") if value is not None else None
+    return lambda cond: flat in "".join(cond.split()) or bool(number and number.search(cond))
+
+
 # --------------------------------------------------------------------------- register blocking
 
 _UPDATE = re.compile(r"(?<![\w.>])(\w+)((?:\s*\[[^\];]{0,120}\])*)\s*([-+]?=)(?!=)")
 
 
 def _register_blocking(src: Source) -> int | None:
-    arrays = src.float_arrays
-    scalars = src.float_scalars
+    arrays = float_arrays(src)
+    scalars = float_scalars(src)
     for loop in src.innermost():
-        body = src.body(loop)
         names: set[str] = set()
         count = 0
-        for m, rhs in _assignments(_UPDATE, body):
-            name, subs, op = m.group(1), m.group(2), m.group(3)
-            lvalue = name + subs
-            same = r"(?<![\w.])" + re.escape(lvalue).replace(r"\ ", r"\s*") + r"(?!\w)"
-            self_update = op != "=" or re.search(same, rhs) is not None
-            if not self_update or name in names:
+        for m in _UPDATE.finditer(src.text, loop.body_start, loop.body_end):
+            name, subs, op = m.group(1), m.group(2).strip(), m.group(3)
+            if name in names or not (name in arrays if subs else name in scalars):
                 continue
-            if subs.strip() and name in arrays:
-                names.add(name)
-                count += arrays[name]
-            elif not subs.strip() and name in scalars:
-                names.add(name)
-                count += 1
+            semi = src.text.find(";", m.end(), min(loop.body_end, m.end() + STATEMENT_CHARS))
+            if semi < 0:
+                continue
+            same = r"(?<![\w.])" + re.escape(name + subs).replace(r"\ ", r"\s*") + r"(?!\w)"
+            if op == "=" and re.search(same, src.text[m.end() : semi]) is None:
+                continue  # not updated from itself
+            names.add(name)
+            count += arrays[name] if subs else 1
         if count >= 4:
             return loop.start
     return None
@@ -274,11 +415,16 @@ def _register_blocking(src: Source) -> int | None:
 
 # --------------------------------------------------------------------------- unrolling
 
-_UNROLL_PRAGMA = re.compile(r"^(?:GCC unroll\b|unroll\b|clang loop unroll|GCC optimize.*unroll)")
+_UNROLL_PRAGMA = re.compile(r"^(?:GCC unroll\b|unroll\b|clang loop unroll)")
 
 
 def _loop_unrolling(src: Source) -> int | None:
     hits = [at for at, d in _directives(src) if _UNROLL_PRAGMA.match(d)]
+    hits += [
+        at
+        for at, opts in _optimize_options(src)
+        if any(o in ("unroll-loops", "unroll-all-loops") for o in opts)
+    ]
     for loop in src.innermost():
         if loop.var is None or loop.step is None:
             continue
@@ -286,152 +432,10 @@ def _loop_unrolling(src: Source) -> int | None:
         if step is None or not 2 <= step <= 8:
             continue
         v = re.escape(loop.var)
+        sign = "-" if re.search(r"-=|--|=.*-", loop.incr) else r"\+"  # a loop counting down
         offsets = re.findall(
-            rf"(?<![\w.])(?:{v}\s*\+\s*(\d+)\b|{v}\s*\[\s*(\d+)\s*\])", src.body(loop)
+            rf"(?<![\w.])(?:{v}\s*{sign}\s*(\d+)\b|{v}\s*\[\s*(\d+)\s*\])", src.body(loop)
         )
         if any(0 < int(a or b) < step for a, b in offsets):
             hits.append(loop.start)
     return min(hits, default=None)
-
-
-# --------------------------------------------------------------------------- packing
-
-_CONST_PTR_PARAM = re.compile(
-    r"[(,]\s*(?:const\s+(?:double|float)|(?:double|float)\s+const)\s*\*\s*"
-    r"(?:restrict\s+|__restrict\w*\s+)?(\w+)"
-)
-_PTR_INIT = re.compile(r"\*\s*(?:const\s+)?(?:restrict\s+|__restrict\w*\s+)?(\w+)\s*=(?!=)")
-_SUBSCRIPTS = r"(?:\s*\[[^\[\];]{0,120}(?:\[[^\[\];]{0,120}\][^\[\];]{0,120})*\])+"
-_CAST = r"(?:\(\s*(?:const\s+)?(?:double|float)\s*\)\s*)?"
-_COPY = re.compile(
-    r"(?<![\w.>\]])(?:(?P<n1>\w+)" + _SUBSCRIPTS + r"|\*\s*\(?\s*(?P<n2>\w+)[^;=()]{0,120}\)?)"
-    r"\s*=(?!=)"
-)
-_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?[fFlL]?"
-
-
-def _packing(src: Source) -> int | None:
-    hits = []
-    for name, params, start, end in _functions(src):
-        at = _packing_in(src, name, params, start, end)
-        if at is not None:
-            hits.append(at)
-    return min(hits, default=None)
-
-
-def _functions(src: Source) -> list[tuple[str, str, int, int]]:
-    """(name, parameter text, body start, body end) of each function definition; the whole
-    text as one scope named dgemm when there is none (a fragment)."""
-    text, found = src.text, []
-    pos = 0
-    while (brace := text.find("{", pos)) >= 0:
-        close = src.match.get(brace, len(text) - 1)
-        head_end = brace - 1
-        while head_end >= 0 and text[head_end].isspace():
-            head_end -= 1
-        opening = src.opener.get(head_end) if head_end >= 0 and text[head_end] == ")" else None
-        if opening is not None:
-            name = re.search(r"(\w+)\s*$", text[max(0, opening - 200) : opening])
-            params = text[opening + 1 : head_end]
-            found.append((name.group(1) if name else "", params, brace, close))
-        pos = close + 1
-    return found or [("dgemm", "", 0, len(text))]
-
-
-def _packing_in(src: Source, name: str, params: str, start: int, end: int) -> int | None:
-    text = src.text
-    inputs, output = _packing_names(text[start:end], name, params)
-    alt = "|".join(sorted(re.escape(n) for n in inputs if n))
-    if not alt:
-        return None
-    pure = re.compile(
-        _CAST + rf"(?:(?:{alt}){_SUBSCRIPTS}|\*\s*(?:{alt})\s*(?:\+\+)?"
-        rf"|\*\s*\(\s*(?:{alt})\b[^()]*\))"
-    )
-    small = {n for n, size in src.float_arrays.items() if size <= 16}
-    excluded = inputs | output | small
-    # temporaries holding one element (or one vector) of an input: `double b = B[k*N + j];`
-    temps = {
-        m.group(1)
-        for m, rhs in _assignments(_ASSIGN, text, start, end)
-        if pure.fullmatch(rhs.strip()) or _loads_input(rhs, inputs)
-    }
-    hits = []
-    for m, rhs in _assignments(_COPY, text, start, end):
-        dest, rhs = m.group("n1") or m.group("n2"), rhs.strip()
-        if dest in excluded or not _statement_start(src, m.start()) or not src.in_loop(m.start()):
-            continue
-        if pure.fullmatch(rhs) or rhs in temps or _padded_read(rhs, pure):
-            hits.append(m.start())
-    for m in _CALL.finditer(text, start, end):
-        call = m.group(1)
-        close = src.match.get(m.end() - 1)
-        if close is None or not ("store" in call.lower() or call in ("memcpy", "memmove")):
-            continue
-        if close - m.end() > _STATEMENT_CHARS:
-            continue
-        args = split_top(text[m.end() : close], ",")
-        dest = (WORD.findall(args[0]) or [""])[0]
-        if dest in excluded or len(args) < 2 or re.fullmatch(r"&\s*\w+", args[0]):
-            continue  # `memcpy(&v, b + j, 32)` is an unaligned load into one variable
-        if call.startswith("mem"):
-            copies = bool(words(args[1]) & inputs)
-        else:
-            copies = any(_loads_input(a, inputs) or a in temps for a in args[1:])
-        if copies:
-            hits.append(m.start())
-    return min(hits, default=None)
-
-
-def _statement_start(src: Source, pos: int) -> bool:
-    """Whether a statement can begin at `pos`: after `;`, a brace, `else` or a loop/if header."""
-    text = src.text
-    pos -= 1
-    while pos >= 0 and text[pos].isspace():
-        pos -= 1
-    if pos < 0 or text[pos] in ";{}":
-        return True
-    if text[pos] == ")":
-        opening = src.opener.get(pos)
-        if opening is None:
-            return False
-        return re.search(r"\b(for|while|if)\s*$", text[max(0, opening - 10) : opening]) is not None
-    return text[max(0, pos - 4) : pos + 1] == "else"
-
-
-def _padded_read(rhs: str, pure: re.Pattern[str]) -> bool:
-    """`cond ? B[k*N + j] : 0.0`: a read with zero padding at the edge of a tile."""
-    cond, _, rest = rhs.partition("?")
-    yes, _, no = rest.partition(":")
-    if not cond or not no:
-        return False
-    yes, no = yes.strip(), no.strip()
-    return bool(
-        (pure.fullmatch(yes) and re.fullmatch(_NUMBER, no))
-        or (pure.fullmatch(no) and re.fullmatch(_NUMBER, yes))
-    )
-
-
-def _packing_names(body: str, name: str, params: str) -> tuple[set[str], set[str]]:
-    """(inputs, outputs) of one function: dgemm's A, B and C by position, `const` pointer
-    parameters, and pointers initialised from either."""
-    names = [(WORD.findall(p) or [""])[-1] for p in params.split(",")]
-    inputs, output = ({"A", "B"}, {"C"}) if not params else (set(), set())
-    if name == "dgemm" and len(names) >= 6:
-        inputs, output = set(names[3:5]), {names[5]}
-    inputs |= {m.group(1) for m in _CONST_PTR_PARAM.finditer("(" + params)}
-    for _ in range(2):  # pointers initialised from inputs (or C) are inputs (or C) too
-        for m, rhs in _assignments(_PTR_INIT, body, stop=";,"):
-            seen = words(rhs)
-            if seen & output:
-                output.add(m.group(1))
-            elif seen & inputs and "alloc" not in rhs:
-                inputs.add(m.group(1))
-    return inputs, output
-
-
-def _loads_input(expr: str, inputs: set[str]) -> bool:
-    """Whether `expr` is a vector load intrinsic reading one of `inputs`."""
-    expr = expr.strip()
-    m = _CALL.match(expr)
-    return m is not None and "load" in m.group(1).lower() and bool(words(expr[m.end() :]) & inputs)

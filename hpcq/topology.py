@@ -12,7 +12,7 @@ experiments (and every test) share one broker. Layout for namespace `ns`:
       -> ns.log                  stream (binding '#'): every result
       -> any observer (SQD controller, status) binds its own queue with '#'
     ns.control  topic exchange: heartbeats ('heartbeat.<node_class>') and stage updates
-    ns.dlx      fanout exchange -> ns.dlq quorum queue (parked poison and undecodable tasks)
+    ns.dlx      fanout exchange -> ns.dlq quorum queue (parked poison tasks, bad input)
 
 Queue arguments cannot change after declaration (a redeclare with other arguments is a
 channel error), so all of them come from one `Topology` value.
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+from aio_pika.exceptions import ChannelPreconditionFailed
 from pamqp.common import FieldTable
 
 from hpcq.errors import ConfigError
@@ -44,10 +45,14 @@ def check_name(what: str, value: str) -> str:
 @dataclass(frozen=True)
 class Topology:
     namespace: str = "hpcq"
-    delivery_limit: int = 3
-    """Deliveries of one task that may fail (consumer died, channel lost, requeued) before
-    the broker parks it in the DLQ. RabbitMQ 3.x has no default: without it a kernel that
-    kills its consumer is retried forever. Must be equal in every process of a namespace."""
+    delivery_limit: int = 10
+    """Returns of one task's delivery (consumer died, connection cut, given back) the
+    broker tolerates; the next one parks it in the DLQ. A backstop only: RabbitMQ 3.10
+    counts a cut connection like a crash, so poison tasks are parked by the consumers'
+    own crash count (hpcq.journal, `crash_limit`) long before; this limit catches what no
+    journal saw (crashes spread over hosts, a lost journal). RabbitMQ 3.x has no default:
+    without one a kernel that kills its consumers would be retried forever. Must be equal
+    in every process of a namespace."""
     stream_max_age: str = "7D"
     """Retention of the replay stream (RabbitMQ units: Y, M, D, h, m, s)."""
     stream_max_bytes: int = 20 << 30
@@ -145,9 +150,18 @@ async def declare_task_queue(
     """The work queue of one node class. Producers declare it too, so tasks published
     before any consumer of that class exists wait there instead of reaching only the
     stream (which would make them routable, hence silently stranded)."""
-    queue = await channel.declare_queue(
-        topo.task_queue(node_class), durable=True, arguments=task_queue_arguments(topo)
-    )
+    name = topo.task_queue(node_class)
+    try:
+        queue = await channel.declare_queue(
+            name, durable=True, arguments=task_queue_arguments(topo)
+        )
+    except ChannelPreconditionFailed as exc:
+        raise ConfigError(
+            f"work queue {name} exists with other arguments ({exc.args[0] if exc.args else exc}):"
+            f" every process of namespace {topo.namespace!r} must pass the same "
+            f"--delivery-limit (this one: {topo.delivery_limit}); pass the queue's value, or "
+            f"delete the queue once it is empty (`rabbitmqctl delete_queue {name}`)"
+        ) from exc
     await queue.bind(exchanges.tasks, node_class)
     return queue
 

@@ -5,7 +5,11 @@ A TOML file (`hpcq producer --config FILE`) may override any field, section by s
     [policy]     model, backend, lr, beta, clip_low, clip_high, loss_type, lora_r, ...
     [loop]       group_size, prompts_per_step, steps, on_tie, checkpoint_every, ...
     [advantage]  scale, tie_rtol, tie_atol, min_members, eps
+    [reward]     violation, compile_error, ..., shaping, baseline_gflops
 
+`[reward]` is the reward the run trains on, defined here once: the producer scores every
+result with it from the raw measurement (hpcq.reward.training_reward), whatever the
+consumers' own TOMLs say, and the run directory's `config.json` records it.
 Command-line flags win over the file. `ops/configs/qwen2.5-coder-14b-instruct.toml` is the
 paper's setup as far as it can be reconstructed.
 """
@@ -13,14 +17,17 @@ paper's setup as far as it can be reconstructed.
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from hpcq.advantages import AdvantageSettings
 from hpcq.errors import ConfigError
-from hpcq.settings import load_section
+from hpcq.reward import check_reward_settings
+from hpcq.settings import RewardSettings, load_section
 
 LossType = Literal["grpo", "dr_grpo", "dapo"]
 Backend = Literal["hf", "vllm"]
@@ -126,12 +133,18 @@ class TrainSettings:
     policy: PolicySettings = field(default_factory=PolicySettings)
     loop: LoopSettings = field(default_factory=LoopSettings)
     advantage: AdvantageSettings = field(default_factory=AdvantageSettings)
+    reward: RewardSettings = field(default_factory=RewardSettings)
+    """What the run trains on (the paper's tiers and GFLOPS by default)."""
+
+    def __post_init__(self) -> None:
+        check_reward_settings(self.reward)
 
 
 _SECTIONS: dict[str, type[Any]] = {
     "policy": PolicySettings,
     "loop": LoopSettings,
     "advantage": AdvantageSettings,
+    "reward": RewardSettings,
 }
 
 
@@ -154,3 +167,36 @@ def load_train_settings(path: Path | None = None, **sections: dict[str, Any]) ->
         table = {**data.get(name, {}), **sections.get(name, {})}
         parts[name] = load_section(name, cls, table, cls())
     return dataclasses.replace(TrainSettings(), **parts)
+
+
+RUN_CONFIG = "config.json"
+"""In the run directory: the effective settings of the run, reward included."""
+
+
+def recorded_reward(run_dir: Path) -> RewardSettings | None:
+    """The reward settings `run_dir/config.json` records, or None when it records none
+    (no file yet, or a run from before the reward was recorded)."""
+    try:
+        table = json.loads((run_dir / RUN_CONFIG).read_text())["train"]["reward"]
+    except (OSError, KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    reward: RewardSettings = load_section("reward", RewardSettings, table, RewardSettings())
+    return reward
+
+
+def record_run(
+    run_dir: Path, train: TrainSettings, problems: Sequence[str], *, resuming: bool
+) -> Path:
+    """Write `run_dir/config.json`. A run trains on one reward: resuming with settings
+    that differ from the recorded ones is refused rather than mixed into one curve."""
+    before = recorded_reward(run_dir) if resuming else None
+    if before is not None and before != train.reward:
+        raise ConfigError(
+            f"{run_dir} was trained on [reward] {dataclasses.asdict(before)}, this resume asks "
+            f"for {dataclasses.asdict(train.reward)}: resume with the recorded [reward] "
+            f"({run_dir / RUN_CONFIG}) or start a new --run-dir"
+        )
+    path = run_dir / RUN_CONFIG
+    record = {"train": dataclasses.asdict(train), "problems": list(problems)}
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return path

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CORPUS, needs_sandbox
+from tests.conftest import CORPUS, sandbox_ready
 
 
 def hpcq(
@@ -25,6 +25,14 @@ def hpcq(
         cwd=cwd,
         env=env,
     )
+
+
+@pytest.fixture
+def sandbox() -> None:
+    """Judging a kernel needs the sandbox: a node without its tools is broken, and the
+    test fails naming the fix instead of skipping."""
+    if not sandbox_ready():
+        pytest.fail("bubblewrap/util-linux/binutils missing: run `make install-system`")
 
 
 @pytest.fixture
@@ -79,7 +87,7 @@ def test_bad_config() -> None:
     assert out.returncode == 2 and "does not exist" in out.stderr and "Traceback" not in out.stderr
 
 
-@needs_sandbox
+@pytest.mark.usefixtures("sandbox")
 def test_eval_json_contract(tmp_path: Path) -> None:
     src = next((CORPUS / "honest").glob("ladder2*.c"))
     out = hpcq("--cache-dir", str(tmp_path), "eval", str(src), "--problem", "dgemm-256", "--json")
@@ -96,12 +104,13 @@ def test_eval_json_contract(tmp_path: Path) -> None:
         "compile_s",
         "run_s",
         "message",
+        "peak_gflops",
     ):
         assert key in d, key
     assert d["status"] == "ok" and d["gflops"] > 0 and isinstance(d["techniques"], list)
 
 
-@needs_sandbox
+@pytest.mark.usefixtures("sandbox")
 def test_eval_human_line_and_exit_zero_for_bad_kernel(tmp_path: Path) -> None:
     src = tmp_path / "bad.c"
     src.write_text(
@@ -110,4 +119,4 @@ def test_eval_human_line_and_exit_zero_for_bad_kernel(tmp_path: Path) -> None:
     out = hpcq("--cache-dir", str(tmp_path), "eval", str(src))
     assert out.returncode == 0, out.stderr
     assert "compile_error reward=-40" in out.stdout
-    assert "error" in out.stdout  # the compiler's message is shown
+    assert "'oops' undeclared" in out.stdout  # the compiler's own diagnostic is shown

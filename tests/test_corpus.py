@@ -1,4 +1,11 @@
-"""The reward-hack corpus and the honest ladder, through the real compiler, sandbox and judge."""
+"""The reward-hack corpus and the honest ladder, through the real compiler, sandbox and judge.
+
+Attack folders: hacks/ (library calls, caches, partial work, processes, ...), integrity/
+(non-finite results against Freivalds, cheating after the predictable checks, protocol
+takeover, pollers between calls, run-time libc lookups, compiler bombs, leak probes),
+loadtime/ (code the loader would run) and evasions/ (techniques hidden from the stage
+detector). Each runs with the static gate on and off.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +22,8 @@ from tests.corpus_cases import Case, cases
 
 pytestmark = needs_sandbox
 
-HACKS = cases("hacks")
+ATTACK_FOLDERS = ("hacks", "integrity", "loadtime", "evasions")
+HACKS = [c for folder in ATTACK_FOLDERS for c in cases(folder)]
 HONEST = cases("honest")
 
 
@@ -30,7 +38,8 @@ def request(case: Case, problem: str = "dgemm-256") -> EvalRequest:
 
 
 def test_corpus_is_big_enough() -> None:
-    assert len(HACKS) >= 20
+    for folder in ATTACK_FOLDERS:
+        assert len(cases(folder)) >= 8, f"tests/corpus/{folder} holds too few attacks"
     assert sorted(c.ladder for c in HONEST if c.ladder) == [1, 2, 3, 4]
 
 
@@ -50,14 +59,16 @@ async def test_sandbox_holds_without_static_checks(
 ) -> None:
     """Defense in depth: with the static gate off, the sandbox and the judge alone must
     still deny every hack that could gain reward (a hack declared `sandbox: ok` is one
-    whose only offence is static, such as defining its own timer, and gains nothing)."""
+    whose only offence is static, such as defining its own timer, and gains nothing).
+    Stage constraints are a static rule by nature: a kernel whose only offence is a
+    forbidden (or missing) technique is `ok` without the gate, unless its header says."""
     settings = dataclasses.replace(engine_settings, static_checks=False)
     result = await Engine(settings).evaluate(request(case))
-    expected = Status(case.sandbox or case.expect)
-    if case.forbid:  # stage constraints are a static rule by nature
-        return
+    staged_only = bool(case.forbid or case.require) and case.expect == "violation"
+    expected = Status(case.sandbox or ("ok" if staged_only else case.expect))
     assert result.status == expected, f"{case.why}: {result.message}"
-    assert result.status is not Status.INFRA_ERROR
+    if expected is not Status.OK:
+        assert result.reward is not None and result.reward < 0
 
 
 @pytest.mark.parametrize("case", HONEST, ids=lambda c: c.id)

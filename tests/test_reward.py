@@ -4,8 +4,9 @@ import math
 
 import pytest
 
-from hpcq.outcome import Status
-from hpcq.reward import reward_for
+from hpcq.errors import ConfigError
+from hpcq.outcome import EvalResult, Status
+from hpcq.reward import check_reward_settings, describe, reward_for, training_reward
 from hpcq.settings import RewardSettings
 
 
@@ -47,3 +48,41 @@ def test_every_failure_is_below_any_ok() -> None:
         if status not in (Status.OK, Status.INFRA_ERROR):
             r = reward_for(status, None, RewardSettings())
             assert r is not None and r < worst_ok
+
+
+def test_training_reward_ignores_the_consumers_figure() -> None:
+    consumer = EvalResult(Status.OK, reward=30.0, gflops=30.0, peak_gflops=120.0)
+    run = RewardSettings(shaping="fraction_of_peak")
+    assert training_reward(consumer, run) == pytest.approx(0.25)
+    failed = EvalResult(Status.TIMEOUT, reward=-30.0)
+    assert training_reward(failed, RewardSettings(timeout=-5.0)) == -5.0
+    assert training_reward(EvalResult(Status.INFRA_ERROR, None), run) is None
+
+
+def test_fraction_of_peak_needs_the_results_peak() -> None:
+    run = RewardSettings(shaping="fraction_of_peak")
+    with pytest.raises(ValueError, match="peak_gflops"):
+        training_reward(EvalResult(Status.OK, reward=0.5, gflops=30.0), run)
+    with pytest.raises(ValueError, match="peak_gflops"):
+        reward_for(Status.OK, 30.0, run, peak_gflops=-1.0)
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        (RewardSettings(shaping="linear"), "choose one of gflops"),  # type: ignore[arg-type]
+        (RewardSettings(shaping="log_speedup"), "needs reward.baseline_gflops"),
+        (RewardSettings(shaping="log_speedup", baseline_gflops=-1.0), "baseline_gflops > 0"),
+        (RewardSettings(timeout=math.nan), "finite"),
+    ],
+)
+def test_bad_reward_settings_name_the_fix(settings: RewardSettings, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=None) as info:
+        check_reward_settings(settings)
+    assert fragment in str(info.value)
+
+
+def test_description_names_shaping_and_tiers() -> None:
+    text = describe(RewardSettings(compile_error=-41.0))
+    assert "median GFLOPS" in text and "'gflops'" in text
+    assert "-100 violation, -41 compile error, -30 timeout" in text

@@ -3,9 +3,15 @@
  * Buffers: 0 = A (MxK, input), 1 = B (KxN, input), 2 = C (MxN, output); row-major doubles.
  * Verification follows notes/evaluation.md section 2.2:
  *  - fast check (every call): Freivalds with 2 Rademacher probes x drawn after the call,
- *    r = C x - A (B x), s = |A| (|B| |x|) + |C| |x|, ratio = max_i |r_i| / (u s_i),
- *    accepted iff ratio <= tau = 3K + N + 16, u = 2^-53. Derived from the classical bound
- *    |C^ - AB| <= gamma_K |A||B| (Higham 3.5), valid for any summation order, FMA or not.
+ *    r = C x - A (B x), s = |A| (|B| |x|), ratio = max_i |r_i| / (u s_i), accepted iff
+ *    ratio <= tau = 3K + N + 16, u = 2^-53. Derived from the classical bound
+ *    |C^ - AB| <= gamma_K |A||B| (Higham 3.5), valid for any summation order, FMA or not:
+ *    |r| <= 3 gamma_K |A||B||x| + gamma_N |C^||x|, and an accepted C^ has
+ *    |C^| <= (1 + gamma_K) |A||B|, so the gauge needs only the judge's own inputs. The
+ *    candidate controls C and must not control the gauge: a gauge with |C||x| in it let
+ *    huge values in C overflow it to Inf and drive the ratio to 0.
+ *    Every intermediate (C x, A (B x), the gauge, r, the ratio) must be finite: anything
+ *    else fails at once.
  *  - full check (small shapes): |C - Cref| <= 2 gamma_K (|A||B|) elementwise, with the
  *    judge's own reference Cref (whose error obeys the same bound, hence the 2).
  *    Reported ratio = max |C - Cref| / (u |A||B|); bound = 2K / (1 - K u).
@@ -149,16 +155,24 @@ static int dgemm_fast_check(const hq_shape *s, void *const *bufs, hq_rng *probe,
     }
     matvec3(b, k, n, x1, x2, y1, y2, w); /* B x, and |B| 1 */
     matvec_a(a, m, k, y1, y2, w, z1, z2, g); /* A (B x), and |A| (|B| 1) */
-    matvec3(c, m, n, x1, x2, c1, c2, cc); /* C x, and |C| 1 */
+    matvec3(c, m, n, x1, x2, c1, c2, cc); /* C x (|C| 1 is not used: C is the candidate's) */
     double worst = 0, tau = 3.0 * (double)k + (double)n + 16.0;
     size_t worst_i = 0;
-    for (size_t i = 0; i < m; i++) {
+    int rc = 0;
+    for (size_t i = 0; i < m && rc == 0; i++) {
         double r = fmax(fabs(c1[i] - z1[i]), fabs(c2[i] - z2[i]));
-        double q = r / (U_ROUND * (g[i] + cc[i]) + TINY);
-        if (!(q <= worst)) /* also catches NaN */
+        double q = r / (U_ROUND * g[i] + TINY);
+        if (!isfinite(c1[i]) || !isfinite(c2[i]) || !isfinite(z1[i]) || !isfinite(z2[i]) ||
+            !isfinite(g[i]) || !isfinite(r) || !isfinite(q)) {
+            snprintf(msg, len, "non-finite value in the Freivalds check at row %zu "
+                               "(C has values too large to be a product of these inputs)", i);
+            rc = -1;
+        } else if (q > worst)
             worst = q, worst_i = i;
     }
     free(v);
+    if (rc != 0)
+        return rc;
     *ratio = worst;
     if (worst <= tau)
         return 0;
@@ -205,14 +219,17 @@ static int dgemm_full_check(const hq_shape *s, void *const *bufs, double *ratio,
     reference(bufs[BUF_A], bufs[BUF_B], m, n, k, cref, gauge);
     double worst = 0, bound = 2.0 * (double)k / (1.0 - (double)k * U_ROUND);
     size_t wi = 0;
-    for (size_t i = 0; i < m * n; i++) {
+    int nonfinite = 0;
+    for (size_t i = 0; i < m * n && !nonfinite; i++) {
         double q = fabs(c[i] - cref[i]) / (U_ROUND * gauge[i] + TINY);
-        if (!(q <= worst))
+        if (!isfinite(q))
+            nonfinite = 1, wi = i; /* C finite but far too large: the ratio overflows */
+        else if (q > worst)
             worst = q, wi = i;
     }
-    *ratio = worst;
+    *ratio = nonfinite ? NAN : worst;
     int rc = 0;
-    if (!(worst <= bound)) {
+    if (nonfinite || !(worst <= bound)) {
         snprintf(msg, len, "C[%zu,%zu] = %.17g but reference %.17g (ratio %.3g > bound %.0f)",
                  wi / n, wi % n, c[wi], cref[wi], worst, bound);
         rc = -1;

@@ -3,11 +3,15 @@
  *   judge-<family> [options] -- SANDBOX_PREFIX... /sbx/runner /sbx/cand.so ENTRY
  *
  * It owns inputs, timing and verification: fresh random inputs per call, generated in
- * private memory and copied into shared memfds (read-only for the child); outputs
- * poisoned with NaN; GO/DONE over pipes timed with CLOCK_MONOTONIC; every call checked
- * (inputs unchanged, no writes past the output, the family's fast check, plus its full
- * check on check shapes and the first warm-up). It prints exactly one JSON line and
- * exits 0; a non-zero exit means a usage error only.
+ * private memory and copied into shared memfds (read-only for the child) only after the
+ * call's clock has started; outputs poisoned with NaN; GO/DONE over pipes timed with
+ * CLOCK_MONOTONIC; after DONE the outputs are snapshotted first, then every call is
+ * checked (inputs unchanged, no writes past the output, the family's fast check, and its
+ * full check on check shapes, the first warm-up and calls drawn at random after they
+ * returned). The runner's CPU clock is read at DONE and again just before the next GO:
+ * a runner that works between calls (a helper thread, spinning on the next inputs) is a
+ * violation. Its seccomp filters are counted from outside once it is READY. It prints
+ * exactly one JSON line and exits 0; a non-zero exit means a usage error only.
  */
 #define _GNU_SOURCE
 #include <poll.h>
@@ -104,6 +108,8 @@ static int spawn(judge *J)
         free(argv[i]);
     free(argv);
     J->pidfd = (int)syscall(SYS_pidfd_open, J->pid, 0);
+    /* A GO write never blocks the judge: a child that stops reading is a violation. */
+    fcntl(J->go_w, F_SETFL, fcntl(J->go_w, F_GETFL) | O_NONBLOCK);
     close(J->go_r), close(J->done_w);
     J->go_r = J->done_w = -1;
     return 0;
@@ -220,6 +226,8 @@ static void shutdown_sandbox(judge *J)
         kill_sandbox(J);
 }
 
+#include "judge_watch.h" /* the runner seen from outside: seccomp, CPU, threads */
+
 enum { GOT, DIED, TIMED_OUT, GARBAGE };
 
 /* Wait for one status record. Anything but the expected record is GARBAGE. */
@@ -252,7 +260,9 @@ static int wait_msg(judge *J, uint32_t tag, double deadline)
 
 enum { PH_SETUP, PH_LOADING, PH_CALL, PH_IDLE };
 
-/* The sandbox died on its own: wait for the exit status, then name the cause. */
+/* The sandbox died on its own: wait for the exit status, then name the cause. Output is
+ * quoted only before LOAD (bwrap's, setpriv's or the runner's own words): after it, the
+ * output file holds what the candidate printed, which never reaches a verdict. */
 static void classify_death(judge *J, int phase, const char *during)
 {
     if (!reap(J, 2.0))
@@ -263,13 +273,14 @@ static void classify_death(judge *J, int phase, const char *during)
         snprintf(how, sizeof how, "killed by signal %d (%s)", sig, strsignal(sig));
     else
         snprintf(how, sizeof how, "exited with code %d", code);
-    output_head(J, out, sizeof out);
-    if (phase == PH_SETUP) /* the candidate has not run yet: bwrap, setpriv or runner setup */
+    if (phase == PH_SETUP) { /* the candidate has not run yet: bwrap, setpriv or runner setup */
+        output_head(J, out, sizeof out);
         fail(J, "infra_error", "sandbox failed before loading the candidate (%s): %s", how, out);
-    else if (sig == SIGSYS)
+    } else if (sig == SIGSYS)
         fail(J, "violation", "forbidden system call (seccomp) %s", during);
     else if (phase == PH_LOADING && code == HQ_RUNNER_LOADFAIL)
-        fail(J, "runtime_error", "died before the first call: %s", out);
+        fail(J, "runtime_error", "the library could not be loaded or has no entry point "
+                                 "(undefined symbol?); its output is not quoted");
     else if (sig == SIGKILL || sig == SIGXCPU)
         fail(J, "timeout", "%s %s (CPU-time limit?)", how, during);
     else if (sig > 0 || phase == PH_LOADING)
@@ -294,9 +305,17 @@ static int startup(judge *J)
                         J->o.startup_timeout_s), -1;
         return fail(J, "infra_error", "protocol error during sandbox setup"), -1;
     }
+    J->loaded = 1;
+    if (attach_runner(J) != 0)
+        return kill_sandbox(J), -1;
     r = wait_msg(J, HQ_READY, fmin(now_s() + J->o.startup_timeout_s, J->deadline));
-    if (r == GOT)
+    if (r == GOT) {
+        if (check_seccomp(J) != 0)
+            return kill_sandbox(J), -1;
+        J->cpu_at_done = runner_cpu_s(J);
+        snprintf(J->last_call, sizeof J->last_call, "loading");
         return 0;
+    }
     if (r == DIED)
         return classify_death(J, PH_LOADING, "while loading the candidate (constructor?)"), -1;
     kill_sandbox(J);
@@ -323,21 +342,38 @@ static int idle_ok(judge *J)
     return classify_death(J, PH_IDLE, during), 0;
 }
 
-static void prepare_buffers(judge *J, const hq_shape *s)
+/* Fresh inputs into the judge's private memory, outputs poisoned. Nothing of the new
+ * inputs is visible to the child yet. */
+static void prepare_private(judge *J, const hq_shape *s)
 {
     hq_rng rng;
     hq_rng_seed(&rng, input_seed(J));
     J->fam->fill_inputs(s, J->priv, &rng);
-    for (int i = 0; i < J->fam->nbufs; i++) {
+    for (int i = 0; i < J->fam->nbufs; i++)
         if (J->fam->buf_is_output[i])
             memset(J->shared[i], 0xff, J->cap[i]); /* all-ones bytes are NaN doubles/floats */
-        else
-            memcpy(J->shared[i], J->priv[i], J->fam->buf_bytes(s, i));
-    }
 }
 
-/* Inputs intact, nothing written past the outputs, then the family's checks on a
- * private snapshot (a late writer cannot change what is being verified). */
+/* Inside the call's clock: the inputs become visible to the child only now, so starting
+ * on them before GO gains nothing (and shows as CPU between calls). */
+static void publish_inputs(judge *J, const hq_shape *s)
+{
+    for (int i = 0; i < J->fam->nbufs; i++)
+        if (!J->fam->buf_is_output[i])
+            memcpy(J->shared[i], J->priv[i], J->fam->buf_bytes(s, i));
+}
+
+/* Right after DONE, before anything else: a private copy of the outputs, so a writer that
+ * goes on after DONE cannot change what is verified. */
+static void snapshot_outputs(judge *J, const hq_shape *s)
+{
+    for (int i = 0; i < J->fam->nbufs; i++)
+        if (J->fam->buf_is_output[i])
+            memcpy(J->priv[i], J->shared[i], J->fam->buf_bytes(s, i));
+}
+
+/* Inputs intact, nothing written past the outputs, then the family's checks on the
+ * snapshot. `full` < 0: draw now, after the call, whether it gets the full comparison. */
 static int verify(judge *J, const hq_shape *s, const char *what, int full)
 {
     const hq_judge_family *F = J->fam;
@@ -350,22 +386,24 @@ static int verify(judge *J, const hq_shape *s, const char *what, int full)
                             F->buf_names[i], what), -1;
             continue;
         }
-        memcpy(J->priv[i], J->shared[i], used);
         const unsigned char *tail = (const unsigned char *)J->shared[i] + used;
         for (size_t j = 0; j < J->cap[i] - used; j++)
             if (tail[j] != 0xff)
                 return fail(J, "wrong_result", "wrote past the end of %s during %s",
                             F->buf_names[i], what), -1;
     }
+    if (full < 0) /* 53 random bits against the rate: unpredictable to the candidate */
+        full = (double)(fresh_random() >> 11) * 0x1.0p-53 < J->o.full_rate;
     hq_rng probe; /* drawn only now, after the candidate returned */
     hq_rng_seed(&probe, fresh_random());
     double ratio;
     int rc = F->fast_check(s, J->priv, &probe, &ratio, msg, sizeof msg);
-    if (rc == 0 || isfinite(ratio))
+    if (rc == 0)
         J->r.freivalds_max = isnan(J->r.freivalds_max) ? ratio : fmax(J->r.freivalds_max, ratio);
     if (rc == 0 && full) {
+        J->r.full_checks++;
         rc = F->full_check(s, J->priv, &ratio, msg, sizeof msg);
-        if (isfinite(ratio))
+        if (rc == 0)
             J->r.full_max = isnan(J->r.full_max) ? ratio : fmax(J->r.full_max, ratio);
     }
     if (rc == -2)
@@ -375,19 +413,48 @@ static int verify(judge *J, const hq_shape *s, const char *what, int full)
     return 0;
 }
 
-/* One call: fresh inputs, GO, wait for DONE under the call timeout, verify. */
+/* Send GO without ever blocking: the pipe holds far more than one record, so a full pipe
+ * means the child stopped reading its control pipe. */
+static int send_go(judge *J, const hq_shape *s)
+{
+    hq_go_msg go = {HQ_MAGIC, HQ_GO, *s};
+    ssize_t w;
+    do
+        w = write(J->go_w, &go, sizeof go);
+    while (w < 0 && errno == EINTR);
+    if (w == (ssize_t)sizeof go)
+        return GOT;
+    if (w < 0 && errno == EAGAIN) {
+        kill_sandbox(J);
+        return fail(J, "violation", "stopped reading its control pipe (GO not taken) before %s",
+                    J->last_call), GARBAGE;
+    }
+    return DIED;
+}
+
+/* One call: fresh inputs, clock, inputs visible, GO, wait for DONE under the call
+ * timeout, snapshot, verify. `full`: 1 always, 0 never, -1 drawn after the call. */
 static int do_call(judge *J, const hq_shape *s, const char *what, int full, double *dt)
 {
-    prepare_buffers(J, s);
-    if (!idle_ok(J))
+    prepare_private(J, s);
+    if (!idle_ok(J) || !threads_asleep(J))
         return -1;
-    snprintf(J->last_call, sizeof J->last_call, "%s", what);
-    hq_go_msg go = {HQ_MAGIC, HQ_GO, *s};
     double limit = fmin(now_s() + J->o.call_timeout_s, J->deadline);
     double t0 = now_s();
-    ssize_t w = write(J->go_w, &go, sizeof go);
-    int r = w == (ssize_t)sizeof go ? wait_msg(J, HQ_DONE, limit) : DIED;
-    *dt = now_s() - t0;
+    publish_inputs(J, s);
+    if (!gap_ok(J, J->last_call_s))
+        return -1;
+    snprintf(J->last_call, sizeof J->last_call, "%s", what);
+    int r = send_go(J, s);
+    if (r == GARBAGE)
+        return -1;
+    if (r == GOT)
+        r = wait_msg(J, HQ_DONE, limit);
+    double t1 = now_s();
+    J->cpu_at_done = runner_cpu_s(J);
+    if (r == GOT)
+        snapshot_outputs(J, s);
+    *dt = J->last_call_s = t1 - t0;
     char during[200];
     snprintf(during, sizeof during, "during %s", what);
     if (r == DIED)
@@ -420,11 +487,16 @@ static int bench_call(judge *J, const char *kind, long idx, int full, dvec *into
     J->fam->format_shape(&J->o.dims, shp, sizeof shp);
     snprintf(what, sizeof what, "%s call %ld (%s)", kind, idx, shp);
     double t = now_s(), dt;
+    int before = J->r.full_checks;
     if (do_call(J, &J->o.dims, what, full, &dt) != 0)
         return -1;
+    int was_full = J->r.full_checks > before;
     /* a full check is a one-off cost: only the call itself predicts later iterations */
-    J->iter_s = fmax(J->iter_s, full ? dt : now_s() - t);
-    return dvec_push(into, dt) ? fail(J, "infra_error", "out of memory"), -1 : 0;
+    J->iter_s = fmax(J->iter_s, was_full ? dt : now_s() - t);
+    double index = (double)(J->r.warm.n + J->r.times.n + 1);
+    if (dvec_push(into, dt) || (was_full && dvec_push(&J->r.full_calls, index)))
+        return fail(J, "infra_error", "out of memory"), -1;
+    return 0;
 }
 
 static void run_schedule(judge *J)
@@ -438,6 +510,8 @@ static void run_schedule(judge *J)
         if (do_call(J, &o->checks[i], what, 1, &dt) != 0 || dvec_push(&J->r.check, dt))
             return;
     }
+    /* full comparisons of the benchmark shape: the first warm-up, then calls drawn at
+     * random after they returned (-1), where the shape is small enough */
     int full = J->fam->full_check_work(&o->dims) <= o->full_max_work;
     double t_warm = now_s();
     long cap = o->warmup_calls > o->max_calls ? o->warmup_calls : o->max_calls;
@@ -446,7 +520,7 @@ static void run_schedule(judge *J)
             break;
         if (w >= 1 && !fits(J, 4)) /* keep room for the 3 timed calls that must follow */
             break;
-        if (bench_call(J, "warm-up", w + 1, full && w == 0, &J->r.warm))
+        if (bench_call(J, "warm-up", w + 1, !full ? 0 : w == 0 ? 1 : -1, &J->r.warm))
             return;
     }
     double sum = 0;
@@ -454,7 +528,7 @@ static void run_schedule(judge *J)
     for (; n < o->max_calls; n++) {
         if ((n >= o->min_calls && sum >= o->min_time_s) || !fits(J, 1))
             break;
-        if (bench_call(J, "timed", n + 1, 0, &J->r.times))
+        if (bench_call(J, "timed", n + 1, full ? -1 : 0, &J->r.times))
             return;
         sum += J->r.times.v[n];
     }
@@ -476,10 +550,17 @@ int main(int argc, char **argv)
     J.t_start = now_s();
     J.deadline = J.t_start + J.o.total_timeout_s;
     J.seed_state = J.o.seed;
+    J.own_filters = (int)proc_status_field(0, "Seccomp_filters");
     signal(SIGPIPE, SIG_IGN); /* a dead child must not kill the judge */
     signal(SIGTERM, on_terminate);
     signal(SIGINT, on_terminate);
     signal(SIGHUP, on_terminate);
+    /* A consumer killed with -9 takes its judge down at once, and the judge its sandbox
+     * (on_terminate): no benchmark runs on for seconds beside the task's retry. */
+    pid_t parent = getppid();
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) /* the parent died before the line above */
+        raise(SIGTERM);
     if (setup_judge(&J) == 0 && spawn(&J) == 0 && startup(&J) == 0)
         run_schedule(&J);
     shutdown_sandbox(&J);

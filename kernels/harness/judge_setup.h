@@ -39,6 +39,9 @@ typedef struct {
     int have_cores, judge_core;
     long warmup_calls, min_calls, max_calls;
     double warmup_min_s, min_time_s, call_timeout_s, total_timeout_s, startup_timeout_s;
+    double full_rate;      /* probability that a benchmark call gets the full comparison */
+    double gap_cpu_abs_s;  /* runner CPU allowed between DONE and the next GO: absolute ... */
+    double gap_cpu_frac;   /* ... plus this fraction of the call just finished */
     uint64_t seed;
     int have_seed;
     const char *output_file;
@@ -50,8 +53,11 @@ typedef struct {
     const char *status; /* NULL until something fails; "ok" at the end otherwise */
     char message[1024];
     dvec times, warm, check;
+    dvec full_calls; /* 1-based indices of benchmark calls (warm-ups first) fully compared */
     double freivalds_max, full_max, cpu_s, wall_s; /* NAN prints as null */
-    int exit_code, signal;                               /* -1 prints as null */
+    double gap_cpu_max_s;  /* most runner CPU seen between a DONE and the next GO */
+    int exit_code, signal; /* -1 prints as null */
+    int full_checks, seccomp_filters;
 } result;
 
 typedef struct {
@@ -63,7 +69,11 @@ typedef struct {
     void *priv[HQ_MAX_BUFS];   /* inputs: the truth; outputs: snapshot after a call */
     int memfd[HQ_MAX_BUFS], passfd[HQ_MAX_BUFS];
     int go_r, go_w, done_r, done_w, out_w, out_r, devnull, pidfd, reaped;
-    pid_t pid;
+    pid_t pid, runner;    /* runner: the sandboxed runner process, found after LOAD */
+    clockid_t runner_clock;
+    int have_runner_clock, own_filters, loaded; /* loaded: LOAD seen, candidate code may run */
+    double cpu_at_done;   /* runner CPU time when the last DONE (or READY) arrived */
+    double last_call_s;   /* duration of the last call, scales the gap allowance */
     double t_start, t_spawn, deadline, iter_s;
     uint64_t seed_state;
     char last_call[128];
@@ -162,6 +172,10 @@ static void usage(void)
             "  --warmup-calls N (3)  --warmup-min-s S (0.2)\n"
             "  --min-calls N (10)  --min-time-s S (1.0)  --max-calls N (1000)\n"
             "  --call-timeout-s S (10)  --total-timeout-s S (120)  --startup-timeout-s S (10)\n"
+            "  --full-check-rate P         chance that a benchmark call is fully compared,\n"
+            "                              drawn after the call (0.25)\n"
+            "  --gap-cpu-abs-s S --gap-cpu-frac F   runner CPU allowed between DONE and the\n"
+            "                              next GO: S + F x the call's time (0.002, 0.05)\n"
             "  --seed U64                  reproducible inputs (default: getrandom per call)\n"
             "  --output-file PATH          candidate stdout+stderr (/dev/null)\n");
 }
@@ -239,6 +253,9 @@ static int parse_one(options *o, const hq_judge_family *F, int opt, const char *
     case 'A': return parse_num(v, 1e-3, 1e6, &o->total_timeout_s);
     case 'U': return parse_num(v, 1e-3, 1e6, &o->startup_timeout_s);
     case 'o': o->output_file = v; return 0;
+    case 'R': return parse_num(v, 0, 1, &o->full_rate);
+    case 'g': return parse_num(v, 0, 1e3, &o->gap_cpu_abs_s);
+    case 'G': return parse_num(v, 0, 1e3, &o->gap_cpu_frac);
     case 's': {
         char *end;
         errno = 0;
@@ -258,10 +275,13 @@ static int parse_options(options *o, const hq_judge_family *F, int argc, char **
         {"warmup-min-s", 1, 0, 'S'}, {"min-calls", 1, 0, 'n'}, {"min-time-s", 1, 0, 't'},
         {"max-calls", 1, 0, 'x'}, {"call-timeout-s", 1, 0, 'T'},
         {"total-timeout-s", 1, 0, 'A'}, {"startup-timeout-s", 1, 0, 'U'},
-        {"seed", 1, 0, 's'}, {"output-file", 1, 0, 'o'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"seed", 1, 0, 's'}, {"output-file", 1, 0, 'o'}, {"full-check-rate", 1, 0, 'R'},
+        {"gap-cpu-abs-s", 1, 0, 'g'}, {"gap-cpu-frac", 1, 0, 'G'}, {"help", 0, 0, 'h'},
+        {0, 0, 0, 0}};
     *o = (options){.full_max_work = (double)(1 << 27), .judge_core = -1, .warmup_calls = 3,
                    .min_calls = 10, .max_calls = 1000, .warmup_min_s = 0.2, .min_time_s = 1.0,
-                   .call_timeout_s = 10, .total_timeout_s = 120, .startup_timeout_s = 10};
+                   .call_timeout_s = 10, .total_timeout_s = 120, .startup_timeout_s = 10,
+                   .full_rate = 0.25, .gap_cpu_abs_s = 0.002, .gap_cpu_frac = 0.05};
     if (F->parse_shape("256,256,256", &o->dims) != 0 ||
         parse_shapes(F, "17,19,23;64,64,64", o->checks, &o->nchecks) != 0)
         o->nchecks = 0;
@@ -351,7 +371,9 @@ static void judge_init(judge *J, const hq_judge_family *F)
     memset(J, 0, sizeof *J);
     J->fam = F;
     J->r.freivalds_max = J->r.full_max = J->r.cpu_s = J->r.wall_s = NAN;
-    J->r.exit_code = J->r.signal = -1;
+    J->r.gap_cpu_max_s = 0;
+    J->r.exit_code = J->r.signal = J->r.seccomp_filters = -1;
+    J->own_filters = -1;
     J->go_r = J->go_w = J->done_r = J->done_w = J->out_w = J->out_r = J->devnull = -1;
     J->pidfd = -1;
     for (int i = 0; i < HQ_MAX_BUFS; i++)
@@ -419,6 +441,7 @@ static void print_json(judge *J)
     json_vec(f, "times_s", &r->times);
     json_vec(f, "warmup_s", &r->warm);
     json_vec(f, "check_s", &r->check);
+    json_vec(f, "full_check_calls", &r->full_calls);
     fputs(", \"flops_per_call\": ", f);
     json_num(f, J->fam->flops(&J->o.dims));
     fputs(", \"cpu_s\": ", f);
@@ -431,6 +454,10 @@ static void print_json(judge *J)
     json_num(f, r->freivalds_max);
     fputs(", \"full_max_ratio\": ", f);
     json_num(f, r->full_max);
+    fputs(", \"gap_cpu_max_s\": ", f);
+    json_num(f, r->gap_cpu_max_s);
+    json_int(f, "full_checks", r->full_checks);
+    json_int(f, "seccomp_filters", r->seccomp_filters);
     fputs("}\n", f);
     fflush(f);
 }

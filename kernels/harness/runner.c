@@ -4,10 +4,15 @@
  *
  * The judge appends everything from "hq1" on. Order of events:
  *   map the shared buffers (inputs from read-only fds, so they cannot be remapped
- *   writable), close their fds, install seccomp layer 1, send LOAD, dlopen + dlsym the
- *   candidate, install layer 2, send READY, then serve GO -> call -> DONE until EXIT.
- * The candidate shares this address space, so nothing here is trusted by the judge
- * beyond the timing of DONE; the runner only has to make the sandbox tight by default.
+ *   writable), close their fds, set no_new_privs, install seccomp layer 1 and layer 2
+ *   (the last filter), send LOAD, dlopen + dlsym the candidate, send READY, then serve
+ *   GO -> call -> DONE until EXIT. Every library a candidate may need (libgomp, libm,
+ *   libgcc_s) is linked into the runner, so the loader maps it, and libgomp's own
+ *   constructor runs, before main: the candidate's dlopen finds them already there.
+ * Every byte of candidate code (constructors included) runs after layer 2, which forbids
+ * seccomp() itself: the candidate can neither remove nor fake a filter, and the judge
+ * counts the filters from outside. The candidate shares this address space, so nothing
+ * here is trusted by the judge beyond the timing of DONE.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -16,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "problem.h"
@@ -31,7 +38,8 @@ typedef struct {
 
 static void die(int code, const char *what)
 {
-    /* stderr is the evaluation's output file; the judge quotes it in its message */
+    /* stderr is the evaluation's output file; the judge quotes it only for failures
+     * before LOAD, when nothing of the candidate has run yet */
     fprintf(stderr, "runner: %s%s%s\n", what, errno ? ": " : "", errno ? strerror(errno) : "");
     _exit(code);
 }
@@ -136,9 +144,14 @@ int main(int argc, char **argv)
     parse_args(argc, argv, &a);
     map_buffers(&a);
     errno = 0;
-    if (hq_seccomp_layer1() != 0)
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || hq_seccomp_layer1(getpid()) != 0)
         die(HQ_RUNNER_SETUP, "cannot install seccomp layer 1");
-    /* From here on any failure may be the candidate's doing (constructors, bad .so). */
+    fflush(NULL);
+    errno = 0;
+    if (hq_seccomp_layer2(getpid()) != 0)
+        die(HQ_RUNNER_SETUP, "cannot install seccomp layer 2");
+    /* From here on any failure may be the candidate's doing (constructors, bad .so). The
+     * messages below go to the output file; the judge never quotes it after LOAD. */
     send_tag(a.done_fd, HQ_LOAD);
     void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
@@ -150,14 +163,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "runner: candidate has no entry '%s'\n", argv[2]);
         _exit(HQ_RUNNER_LOADFAIL);
     }
-    fflush(NULL); /* anything a constructor printed goes out before the strict layer */
-    errno = 0;
-    if (hq_seccomp_layer2(getpid()) != 0)
-        die(HQ_RUNNER_SETUP, "cannot install seccomp layer 2 (on every thread)");
     send_tag(a.done_fd, HQ_READY);
     hq_shape shape;
     while (recv_go(a.go_fd, &shape)) {
         hq_family_runner.call(entry, &shape, a.ptr);
+        /* Reading our own CPU clock makes the kernel account this thread's runtime up
+         * to now; otherwise the part since the last tick (up to 1/HZ) would be booked
+         * when we block, after the judge read our CPU time at DONE, and look like work
+         * between calls. */
+        struct timespec ts;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
         send_tag(a.done_fd, HQ_DONE);
     }
     /* _exit: skip the candidate's destructors, the judge has what it needs */

@@ -2,10 +2,11 @@
  * libseccomp, so CPU nodes need nothing beyond kernel headers). Header-only because
  * the runner is built from runner.c + <family>_call.c alone.
  *
- * Layer 1 (deny list, default ALLOW) is installed before the candidate library is
- *   dlopen()ed, so its constructors, IFUNC resolvers and libgomp's init run under it.
- * Layer 2 (allow list, default KILL_PROCESS) is installed after dlopen/dlsym and before
- *   the first call; it is what the kernel itself runs under.
+ * Layer 1 (deny list, default ALLOW) covers the runner's trusted setup.
+ * Layer 2 (allow list, default KILL_PROCESS) is installed before the candidate library
+ *   is dlopen()ed: its load-time code and every call run under both layers, and layer 2
+ *   forbids seccomp() itself, so nothing the candidate runs can add or fake a filter.
+ *   The judge checks from outside that the runner carries exactly these two filters.
  * Both kill the whole process (SIGSYS, seen by the judge as bwrap exit 128+31).
  * clone3 returns ENOSYS so glibc falls back to clone, whose flags (arg0 on x86_64 and
  * aarch64) BPF can inspect: only threads (CLONE_THREAD, no namespace flags) pass.
@@ -14,6 +15,7 @@
 #define HPCQ_SECCOMP_FILTER_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -105,15 +107,52 @@ static void hq_bpf_own_pid_only(hq_bpf *p, uint32_t nr, uint32_t self)
     hq_bpf_ret(p, HQ_KILL);
 }
 
-/* TSYNC: a thread started earlier (e.g. by a constructor) gets the filter too, or the
- * install fails; either way no thread escapes the layer. */
+/* if (nr == k) return (arg & mask) ? HQ_KILL : HQ_ALLOW;  (low 32 bits of the argument) */
+static void hq_bpf_allow_unless_bits(hq_bpf *p, uint32_t nr, int arg, uint32_t mask)
+{
+    hq_bpf_op(p, BPF_JMP | BPF_JEQ | BPF_K, 0, 5, nr);
+    hq_bpf_op(p, BPF_LD | BPF_W | BPF_ABS, 0, 0, offsetof(struct seccomp_data, args[arg]));
+    hq_bpf_op(p, BPF_ALU | BPF_AND | BPF_K, 0, 0, mask);
+    hq_bpf_op(p, BPF_JMP | BPF_JEQ | BPF_K, 0, 1, 0);
+    hq_bpf_ret(p, HQ_ALLOW);
+    hq_bpf_ret(p, HQ_KILL);
+}
+
+/* if (nr == k) return arg == value ? HQ_KILL : HQ_ALLOW;  (low 32 bits) */
+static void hq_bpf_allow_unless_eq(hq_bpf *p, uint32_t nr, int arg, uint32_t value)
+{
+    hq_bpf_op(p, BPF_JMP | BPF_JEQ | BPF_K, 0, 4, nr);
+    hq_bpf_op(p, BPF_LD | BPF_W | BPF_ABS, 0, 0, offsetof(struct seccomp_data, args[arg]));
+    hq_bpf_op(p, BPF_JMP | BPF_JEQ | BPF_K, 0, 1, value);
+    hq_bpf_ret(p, HQ_KILL);
+    hq_bpf_ret(p, HQ_ALLOW);
+}
+
+/* Flags that make an open write, create or truncate: any of them is refused. */
+#define HQ_OPEN_WRITE_BITS                                                                 \
+    ((uint32_t)(O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND | O_TMPFILE))
+
+/* Opens: read-only only. openat2 hides its flags behind a pointer BPF cannot read: ENOSYS
+ * (glibc never needs it). creat always writes. */
+static void hq_bpf_read_only_opens(hq_bpf *p)
+{
+    hq_bpf_on(p, __NR_openat2, HQ_ERRNO(ENOSYS));
+#ifdef __NR_creat
+    hq_bpf_on(p, __NR_creat, HQ_KILL);
+#endif
+    hq_bpf_allow_unless_bits(p, __NR_openat, 2, HQ_OPEN_WRITE_BITS);
+#ifdef __NR_open
+    hq_bpf_allow_unless_bits(p, __NR_open, 1, HQ_OPEN_WRITE_BITS);
+#endif
+}
+
+/* TSYNC: a thread started earlier gets the filter too, or the install fails; either way
+ * no thread escapes the layer. NO_NEW_PRIVS is set once by the runner beforehand. */
 static int hq_bpf_install(hq_bpf *p)
 {
     if (p->overflow)
         return -1;
     struct sock_fprog prog = {.len = (unsigned short)p->n, .filter = p->f};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-        return -1;
     return syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog) == 0
                ? 0
                : -1;
@@ -129,6 +168,7 @@ static const uint32_t hq_layer1_deny[] = {
     __NR_pidfd_send_signal, __NR_io_uring_setup, __NR_io_uring_enter, __NR_io_uring_register,
     __NR_open_tree, __NR_move_mount, __NR_fsopen, __NR_fsconfig, __NR_fsmount, __NR_fspick,
     __NR_name_to_handle_at, __NR_open_by_handle_at, __NR_msgget, __NR_semget, __NR_shmget,
+    __NR_tkill, __NR_rt_sigqueueinfo, __NR_rt_tgsigqueueinfo,
 #ifdef __NR_fork
     __NR_fork,
 #endif
@@ -140,7 +180,9 @@ static const uint32_t hq_layer1_deny[] = {
 #endif
 };
 
-static int hq_seccomp_layer1(void)
+/* Layer 1: the runner's own setup (mapping buffers, preloading libgomp and libm) runs
+ * under it; no candidate code ever runs under layer 1 alone. */
+static int hq_seccomp_layer1(pid_t self)
 {
     hq_bpf p = {.n = 0};
     hq_bpf_prologue(&p);
@@ -149,13 +191,23 @@ static int hq_seccomp_layer1(void)
     for (size_t i = 0; i < sizeof hq_layer1_deny / sizeof hq_layer1_deny[0]; i++)
         hq_bpf_on(&p, hq_layer1_deny[i], HQ_KILL);
     hq_bpf_clone_threads_only(&p);
+    hq_bpf_own_pid_only(&p, __NR_tgkill, (uint32_t)self);
+    hq_bpf_own_pid_only(&p, __NR_kill, (uint32_t)self);
+    hq_bpf_allow_unless_eq(&p, __NR_fcntl, 1, F_SETPIPE_SZ);
+    hq_bpf_read_only_opens(&p);
     hq_bpf_ret(&p, HQ_ALLOW);
     return hq_bpf_install(&p);
 }
 
-/* What a compute kernel, malloc, stdio to the output file and libgomp threads need.
+/* Layer 2, the last filter: what loading the candidate (dlopen: read-only opens, mmap,
+ * mprotect), a compute kernel, malloc, stdio to the output file and libgomp threads need.
+ * It is installed BEFORE the candidate is loaded, so no candidate code (constructors,
+ * IFUNC resolvers, libgcc's __cpu_indicator_init) ever runs where seccomp() is allowed:
+ * a candidate cannot stack a filter of its own that fakes this one's installation.
  * libgomp (gcc 12, checked with strace): clone, rseq, set_robust_list, futex, mmap,
- * mprotect, munmap, madvise, rt_sigprocmask, rt_sigaction, sched_yield. */
+ * mprotect, munmap, madvise, rt_sigprocmask, rt_sigaction, sched_yield.
+ * Not allowed, so fatal: seccomp, prctl, fcntl (F_SETPIPE_SZ included), ioctl, any open
+ * for writing, signals to any other process. */
 static const uint32_t hq_layer2_allow[] = {
     __NR_read, __NR_write, __NR_close, __NR_mmap, __NR_munmap, __NR_mprotect, __NR_mremap,
     __NR_brk, __NR_madvise, __NR_futex, __NR_clock_gettime, __NR_clock_getres,
@@ -163,7 +215,7 @@ static const uint32_t hq_layer2_allow[] = {
     __NR_exit_group, __NR_rt_sigreturn, __NR_rt_sigprocmask, __NR_rt_sigaction,
     __NR_sigaltstack, __NR_getpid, __NR_gettid, __NR_set_robust_list, __NR_rseq,
     __NR_sched_getaffinity, __NR_getrandom, __NR_fstat, __NR_newfstatat, __NR_membarrier,
-    __NR_getrusage, __NR_restart_syscall,
+    __NR_getrusage, __NR_restart_syscall, __NR_pread64, __NR_lseek,
 #ifdef __NR_time
     __NR_time,
 #endif
@@ -177,6 +229,7 @@ static int hq_seccomp_layer2(pid_t self)
     hq_bpf_on(&p, __NR_sched_setaffinity, HQ_ERRNO(EPERM));
     for (size_t i = 0; i < sizeof hq_layer2_allow / sizeof hq_layer2_allow[0]; i++)
         hq_bpf_on(&p, hq_layer2_allow[i], HQ_ALLOW);
+    hq_bpf_read_only_opens(&p);
     hq_bpf_clone_threads_only(&p);
     hq_bpf_own_pid_only(&p, __NR_tgkill, (uint32_t)self);
     hq_bpf_own_pid_only(&p, __NR_kill, (uint32_t)self);

@@ -23,15 +23,16 @@ build() {
 }
 
 # The prefix the consumer builds, with the process limit as a parameter: every thread
-# counts against RLIMIT_NPROC, and bwrap itself uses 2 of them (monitor + pid-1 init).
+# counts against RLIMIT_NPROC, and bwrap itself uses 1 of them (the runner is pid 1).
 prefix() { # $1 = dir bound at /sbx, $2 = nproc, $3 = OMP_NUM_THREADS
     if [ "$(id -u)" = 0 ]; then
         echo setpriv --reuid="$SANDBOX_UID" --regid="$SANDBOX_UID" --clear-groups --
     fi
     echo prlimit --as=4294967296 --cpu=30 --nproc="$2" --fsize=16777216 --nofile=64 \
         --core=0 -- bwrap --ro-bind /usr /usr --symlink usr/lib /lib --symlink usr/lib64 \
-        /lib64 --symlink usr/bin /bin --ro-bind "$1" /sbx --proc /proc --dev /dev --tmpfs \
-        /tmp --unshare-all --die-with-parent --new-session --cap-drop ALL --clearenv \
+        /lib64 --symlink usr/bin /bin --ro-bind "$1" /sbx --dev /dev --remount-ro /dev \
+        --size 16777216 --tmpfs /tmp --unshare-all --die-with-parent --new-session \
+        --cap-drop ALL --clearenv --as-pid-1 \
         --setenv OMP_NUM_THREADS "$3" --setenv OMP_WAIT_POLICY passive --
 }
 
@@ -41,7 +42,7 @@ candidate() { # $1 = name; source on stdin
     local d="$WORK/$1"
     mkdir -p "$d" && cat >"$d/cand.c" && cp "$WORK/runner-dgemm" "$d/runner" &&
     gcc -O3 -march=native -fPIC -fopenmp -w -c "$d/cand.c" -o "$d/cand.o" &&
-    gcc -shared -fopenmp "$d/cand.o" -o "$d/cand.so" -lm && chmod -R a+rX "$d"
+    gcc -shared -nostartfiles -fopenmp "$d/cand.o" -o "$d/cand.so" -lm && chmod -R a+rX "$d"
 }
 
 count_calls() { sed -n 's/.*"times_s": \[\([^]]*\)\], "warmup_s": \[\([^]]*\)\], "check_s": \[\([^]]*\)\].*/\1,\2,\3/p' |
@@ -61,7 +62,7 @@ run() {
     # same uid (a consumer running tests) make bwrap fail with EAGAIN. That is an
     # infra_error by design; retry it a few times rather than report a false failure.
     for try in 1 2 3 4 5 6 7 8; do
-        json=$("$WORK/judge-dgemm" --dims 96,80,72 --check-shapes "17,19,23;1,1,1;64,33,71" \
+        json=$(env -i PATH=/usr/bin:/bin "$WORK/judge-dgemm" --dims 96,80,72 --check-shapes "17,19,23;1,1,1;64,33,71" \
             --warmup-calls 2 --warmup-min-s 0 --min-calls 5 --min-time-s 0.02 \
             --call-timeout-s 3 --total-timeout-s 30 --output-file "$d/output.txt" "$@" -- \
             $(prefix "$d" "${NPROC:-3}" "${THREADS:-1}") /sbx/runner /sbx/cand.so dgemm)
@@ -126,7 +127,9 @@ void dgemm(ARGS) { fork(); $IKJ }"
 candidate exec <<<"$H
 void dgemm(ARGS) { execl(\"/bin/sh\", \"sh\", \"-c\", \"echo pwned\", (char *)0); $IKJ }"
 candidate fopen <<<"$H
-void dgemm(ARGS) { FILE *f = fopen(\"/etc/passwd\", \"r\"); if (f) fclose(f); $IKJ }"
+void dgemm(ARGS) { FILE *f = fopen(\"/tmp/x\", \"w\"); if (f) fclose(f); $IKJ }"
+candidate fopen_read <<<"$H
+void dgemm(ARGS) { FILE *f = fopen(\"/etc/passwd\", \"r\"); if (f) { fclose(f); return; } $IKJ }"
 candidate exit0 <<<"$H
 void dgemm(ARGS) { exit(0); }"
 candidate abort <<<"$H
@@ -191,6 +194,7 @@ run socket_raw violation
 run fork violation
 run exec violation
 run fopen violation
+run fopen_read ok # read-only opens are allowed (dlopen needs them); /etc is not there
 run exit0 runtime_error
 run abort runtime_error
 run ctor_socket "violation|runtime_error"

@@ -53,10 +53,19 @@ class Namespace:
         self.node_classes.add(node_class)
         return self.topology.task_queue(node_class)
 
-    def consumer(self, *extra: str, url: str | None = None, scripted: bool = True) -> ConsumerProc:
-        """A consumer subprocess (not started), by default with the scripted evaluator."""
+    def consumer(
+        self,
+        *extra: str,
+        url: str | None = None,
+        scripted: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> ConsumerProc:
+        """A consumer subprocess (not started), by default with the scripted evaluator and
+        the test's own crash-journal folder (one "host" per test)."""
         log = self.tmp / f"consumer-{len(self.consumers)}.log"
-        proc = ConsumerProc(self.name, log, *extra, url=url, scripted=scripted)
+        if "--journal-dir" not in extra:
+            extra = (*extra, "--journal-dir", str(self.tmp / "journal"))
+        proc = ConsumerProc(self.name, log, *extra, url=url, scripted=scripted, env=env)
         self.consumers.append(proc)
         return proc
 

@@ -68,8 +68,10 @@ class ConsumerProc:
         *extra: str,
         url: str | None = None,
         scripted: bool = True,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.log_path = log_path
+        self.env = env or {}
         # The scripted evaluator times nothing, so its slots may share cores.
         evaluator = ["--evaluator", "scripted", "--share-cores"] if scripted else []
         self.args = [
@@ -95,7 +97,7 @@ class ConsumerProc:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ConsumerProc:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.args, stdout=log, stderr=log, env=env, cwd=REPO)
         log.close()

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from hpcq.outcome import EvalRequest, Status
+from hpcq.settings import EngineSettings
+
 from .conftest import Namespace
-from .helpers import NODE_CLASS, REPO, fast_url, source, wait_consumers
+from .helpers import NODE_CLASS, REPO, fast_url, queue_counts, source, wait_consumers
 
 pytestmark = pytest.mark.broker
 CORPUS = REPO / "tests" / "corpus" / "honest"
@@ -107,24 +111,41 @@ async def test_submit_rejects_bad_input(ns: Namespace) -> None:
     assert code == 2 and "no such file" in err
 
 
+async def test_submit_checks_the_problem_before_publishing(ns: Namespace) -> None:
+    files = kernels(ns.tmp, 1.0)
+    code, out, err = await hpcq(ns, "submit", *files, "--problem", "dgemm-7")
+    assert code == 2 and out == ""
+    [line] = err.splitlines()  # one line, no traceback
+    assert line.startswith("hpcq: error: unknown problem id 'dgemm-7'; known problems:"), err
+    assert "dgemm-256" in line
+    # nothing reached the broker: not even the queues were declared
+    assert await queue_counts(ns.task_queue()) is None
+    assert await queue_counts(ns.topology.log_stream) is None
+
+
 @pytest.mark.slow
-async def test_real_engine_through_the_queue(ns: Namespace, consumers_log: None) -> None:
-    """The lead's engine behind the queue: same verdicts as evaluating directly."""
-    try:
-        from hpcq.engine import Engine
-    except ImportError as exc:
-        pytest.skip(f"hpcq.engine not available: {exc}")
-    from hpcq.outcome import EvalRequest, Status
+async def test_real_engine_through_the_queue(
+    ns: Namespace, consumers_log: None, engine_settings: EngineSettings
+) -> None:
+    """The real engine behind the queue: the same verdicts as evaluating directly. An
+    engine that cannot be imported, or a sandbox that answers infra_error, fails here."""
+    from hpcq.engine import Engine
 
     files = sorted(CORPUS.glob("*.c"))[:3]
-    if not files:
-        pytest.skip("no kernels under tests/corpus/honest")
-    probe = await Engine().evaluate(EvalRequest("dgemm-256", files[0].read_text(), cores=(0,)))
-    if probe.status is Status.INFRA_ERROR:
-        pytest.skip(f"the engine cannot evaluate on this node: {probe.message}")
-    ns.consumer(scripted=False).start()
-    await wait_consumers(ns.task_queue(), 1)
+    assert files, f"no kernels under {CORPUS}"
+    direct = [
+        await Engine(engine_settings).evaluate(EvalRequest("dgemm-256", f.read_text(), cores=(0,)))
+        for f in files
+    ]
+    assert [r.status for r in direct] == [Status.OK] * len(files), [r.message for r in direct]
+    cache = ns.tmp / "consumer-cache"  # no cached verdicts: measured afresh
+    cache.mkdir()
+    shutil.copy(engine_settings.cache_dir / "peak.json", cache / "peak.json")
+    ns.consumer(scripted=False, env={"HPCQ_CACHE_DIR": str(cache)}).start()
+    await wait_consumers(ns.task_queue(), 1, timeout_s=30)
     code, out, err = await hpcq(ns, "submit", *map(str, files), "--json", timeout_s=300)
     assert code == 0, err
     lines = [json.loads(line) for line in out.splitlines()]
-    assert all(x["status"] == "ok" and x["gflops"] > 0 for x in lines), lines
+    assert [x["status"] for x in lines] == ["ok"] * len(files), lines
+    assert all(x["gflops"] > 0 and not x["cached"] for x in lines), lines
+    assert [x["techniques"] for x in lines] == [list(r.techniques) for r in direct]

@@ -1,4 +1,5 @@
-"""Faults injected on purpose: cut connections, bad messages, poison tasks, drain."""
+"""Faults injected on purpose: cut connections, bad messages, bad input, drain, a broken
+node (poison tasks: test_poison.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from hpcq.broker import BrokerSettings, Link
 from hpcq.fate import REASON_HEADER
 from hpcq.messages import SCHEMA_VERSION, Task
 from hpcq.outcome import Status
-from hpcq.topology import Topology, declare_base, declare_task_queue
+from hpcq.topology import declare_base, declare_task_queue
 
 from .conftest import Namespace
 from .helpers import (
@@ -51,13 +52,11 @@ async def test_connections_cut_mid_run_lose_nothing(ns: Namespace, consumers_log
                 )
                 assert proxy.cut() >= 3  # two consumers and the producer
             done = await asyncio.wait_for(running, 90)
-            stats = producer.stats
+            await assert_exactly_once(ns, producer, groups, done)
         # both sides came back: the consumers are registered again
         await wait_consumers(ns.task_queue(), 2, timeout_s=10)
     finally:
         await proxy.close()
-    assert_exactly_once(groups, done)
-    assert stats.results == 60
     assert all(c.poll() is None for c in ns.consumers), "a consumer died of a cut"
 
 
@@ -94,39 +93,6 @@ async def test_bad_messages_are_dead_lettered(ns: Namespace, consumers_log: None
     reasons = sorted(str(header(m, REASON_HEADER)).split(":")[0] for m in parked)
     assert reasons == sorted(bodies), [header(m, REASON_HEADER) for m in parked]
     assert consumer.poll() is None
-
-
-async def test_task_that_kills_its_consumer_is_parked(ns: Namespace, consumers_log: None) -> None:
-    ns.topology = Topology(namespace=ns.name, delivery_limit=2)
-    limit = ["--delivery-limit", "2"]
-    deaths = 0
-    current = ns.consumer(*limit).start()
-    await wait_consumers(ns.task_queue(), 1)
-    async with producer_for(ns, max_attempts=1) as producer:
-        poison = Task(
-            uuid.uuid4().hex, "dgemm-256", source("exit"), node_class=NODE_CLASS, group_id="poison"
-        )
-        await producer.submit_group([poison])
-
-        async def parked() -> bool:
-            nonlocal current, deaths
-            if current.poll() is not None:  # a supervisor (Slurm, systemd) restarts it
-                deaths += 1
-                assert deaths <= 5, "the poison task is retried forever"
-                current = ns.consumer(*limit).start()
-            counts = await queue_counts(ns.topology.dead_letter_queue)
-            return counts is not None and counts[0] == 1
-
-        await wait_until(parked, 60, "the poison task in the DLQ", period_s=0.2)
-        # the next consumer serves normal tasks again
-        [task] = make_groups(1, 1)[0]
-        await producer.submit_group([task])
-        group = await producer.next_group(30)
-    assert group.results[0].outcome.status is Status.OK
-    [message] = await drain_queue(ns.topology.dead_letter_queue)
-    assert header(message, "x-first-death-reason") == "delivery_limit"
-    assert codec.decode_task(message.body).task_id == poison.task_id
-    assert 1 <= deaths <= 3  # delivery limit 2: at most 3 deliveries
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
@@ -209,3 +175,40 @@ async def test_consumer_started_before_the_broker_waits_for_it(
     finally:
         await proxy.close()
     assert "broker not reachable yet" in consumer.log()
+
+
+async def test_unknown_problem_is_bad_input_not_a_broken_node(
+    ns: Namespace, consumers_log: None
+) -> None:
+    """The real engine refuses an unknown problem id: the task is parked with its reason,
+    and it is no infra_error (with a streak of 1 a single one would pause the node)."""
+    consumer = ns.consumer(
+        "--infra-streak",
+        "1",
+        "--infra-pause-s",
+        "600",
+        scripted=False,
+        env={"HPCQ_CACHE_DIR": str(ns.tmp / "cache")},
+    ).start()
+    queue = ns.task_queue()
+    await wait_consumers(queue, 1, timeout_s=30)
+    link = await Link.open(BrokerSettings(), "test-raw")
+    try:
+        for i in range(3):
+            bad = Task(f"bad{i}", "dgemm-7", source(), node_class=NODE_CLASS)
+            await publish_raw(ns, link, codec.encode(bad))
+    finally:
+        await link.close()
+
+    async def parked() -> bool:
+        counts = await queue_counts(ns.topology.dead_letter_queue)
+        return counts is not None and counts[0] == 3
+
+    await wait_until(parked, 20, "three bad tasks in the DLQ")
+    assert await queue_counts(queue) == (0, 1)  # still taking tasks: not paused
+    reasons = [
+        str(header(m, REASON_HEADER)) for m in await drain_queue(ns.topology.dead_letter_queue)
+    ]
+    assert all(r.startswith("bad_input: unknown problem id 'dgemm-7'") for r in reasons), reasons
+    assert "infra errors in a row" not in consumer.log()
+    assert consumer.poll() is None

@@ -6,13 +6,21 @@ import asyncio
 import subprocess
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiormq.exceptions import ChannelInvalidStateError
 
-from hpcq.errors import ConfigError, DecodeError, InfraError
-from hpcq.fate import REASON_HEADER, Fate, settle, verdict_for
+from hpcq.errors import (
+    ConfigError,
+    DecodeError,
+    InfraError,
+    PoisonTaskError,
+    UnknownProblemError,
+)
+from hpcq.fate import REASON_HEADER, Fate, Verdict, settle, verdict_for
+from hpcq.journal import CrashJournal
 from hpcq.outcome import EvalRequest, Status
 from hpcq.replay import stream_offset
 from hpcq.scripted import ScriptedEvaluator
@@ -58,6 +66,10 @@ def test_verdicts() -> None:
     assert verdict_for(None).fate is Fate.ACK
     assert verdict_for(DecodeError("malformed: x")).fate is Fate.DEAD_LETTER
     assert verdict_for(DecodeError("malformed: x")).reason == "malformed: x"
+    unknown = verdict_for(UnknownProblemError("unknown problem id 'p'"))
+    assert unknown == Verdict(Fate.DEAD_LETTER, "bad_input: unknown problem id 'p'")
+    poison = verdict_for(PoisonTaskError("poison: crashed 2 time(s)"))
+    assert poison == Verdict(Fate.DEAD_LETTER, "poison: crashed 2 time(s)")
     assert verdict_for(InfraError("publish failed")).fate is Fate.REQUEUE
     assert verdict_for(asyncio.CancelledError()).fate is Fate.REQUEUE
     assert verdict_for(ZeroDivisionError()).fate is Fate.REQUEUE
@@ -144,3 +156,58 @@ def test_replay_offsets() -> None:
     assert naive.utcoffset() is not None  # read as UTC
     with pytest.raises(ConfigError, match="ISO time"):
         stream_offset("yesterday")
+
+
+# --- crash journal -----------------------------------------------------------------------
+
+
+def crash_in_a_subprocess(folder: Path, *events: str) -> None:
+    """A consumer process that writes these events ('start:t', 'end:t') and dies."""
+    code = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from hpcq.journal import CrashJournal\n"
+        "j = CrashJournal(Path(sys.argv[1]), max_tasks=2)\n"
+        "for event in sys.argv[2:]:\n"
+        "    kind, task = event.split(':')\n"
+        "    j.started(task) if kind == 'start' else j.ended(task, completed=True)\n"
+        "os._exit(9)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(folder), *events], check=False)
+    assert done.returncode == 9
+
+
+def test_journal_charges_what_a_dead_consumer_was_evaluating(tmp_path: Path) -> None:
+    crash_in_a_subprocess(tmp_path, "start:t1", "start:t2", "end:t2")
+    survivor = CrashJournal(tmp_path)  # adopts the dead journal
+    assert survivor.adopted == 1
+    assert (survivor.crashes("t1"), survivor.crashes("t2")) == (1, 0)
+    # Another consumer that starts now finds the survivor alive: nothing to adopt.
+    crash_in_a_subprocess(tmp_path, "start:t1")  # ... and crashes on t1 itself
+    assert len(list(tmp_path.glob("*.lock"))) == 2  # the survivor's was not taken
+    survivor.close()  # clean exit, but it knows a crash: its journal stays
+    heir = CrashJournal(tmp_path)
+    assert heir.crashes("t1") == 2  # two deaths, each counted once
+    heir.ended("t1", completed=True)  # a verdict proves it harmless
+    assert heir.crashes("t1") == 0
+    heir.close()
+    assert list(tmp_path.iterdir()) == []  # nothing left to carry over
+
+
+def test_journal_survives_compaction(tmp_path: Path) -> None:
+    events = [f"{kind}:k{i}" for i in range(200) for kind in ("start", "end")]
+    crash_in_a_subprocess(tmp_path, *events, "start:last")
+    [journal] = tmp_path.glob("*.journal")
+    assert journal.stat().st_size < 2000  # compacted (400 lines would be ~8 kB)
+    heir = CrashJournal(tmp_path)
+    assert heir.crashes("last") == 1 and heir.crashes("k7") == 0
+    assert heir.adopted == 1
+    heir.close()
+
+
+def test_journal_in_memory() -> None:
+    journal = CrashJournal(None)
+    journal.started("t")
+    journal.ended("t", completed=False)
+    assert journal.crashes("t") == 0
+    journal.close()

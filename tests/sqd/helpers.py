@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import tomllib
@@ -29,6 +30,8 @@ forbidden = ["openmp"]
 name = "second"
 """
 
+BROKER_URL = os.environ.get("HPCQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+FAST_URL = BROKER_URL + "?heartbeat=5&reconnect_interval=0.3"
 NODE_CLASS = "test-node"
 FIRST = Constraints(forbidden=frozenset({"openmp"}))
 

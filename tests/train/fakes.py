@@ -29,6 +29,7 @@ class BanditPolicy:
         self.lr = lr
         self._version = 0
         self.updates: list[list[Scored]] = []
+        self.generated: list[list[list[Sample]]] = []  # every generate() call's groups
 
     @property
     def version(self) -> int:
@@ -55,6 +56,7 @@ class BanditPolicy:
                     )
                 )
             out.append(group)
+        self.generated.append(out)
         return out
 
     def update(self, batch: Sequence[Scored]) -> UpdateStats:
@@ -118,5 +120,8 @@ class InstantChannel:
         return await asyncio.wait_for(self._ready.get(), timeout_s)
 
 
-def ok(gflops: float) -> EvalResult:
-    return EvalResult(Status.OK, gflops, gflops=gflops)
+def ok(gflops: float, peak_gflops: float | None = None, reward: float | None = None) -> EvalResult:
+    """An ok verdict; `reward` is the consumer's own figure (default: its GFLOPS)."""
+    return EvalResult(
+        Status.OK, gflops if reward is None else reward, gflops=gflops, peak_gflops=peak_gflops
+    )

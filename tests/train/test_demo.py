@@ -53,6 +53,7 @@ def test_demo_two_steps_reports_and_cleans_up(tiny_model: Path, tmp_path: Path) 
     report = (run_dir / "report.md").read_text()
     assert "over the first 1 step(s)" in report and "in 2 steps" in report
     assert "naive ijk kernel" in report and "numpy" in report
+    assert "its median GFLOPS (shaping = 'gflops')" in report  # the reward it trained on
     assert (run_dir / "curves.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
     assert "step    2/2" in out.stdout

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from hpcq import checkpoint, metrics
+from hpcq.errors import ConfigError
+from hpcq.settings import RewardSettings
+from hpcq.train_settings import recorded_reward
 
 from .conftest import BrokerSpace, cli_parser, needs_torch
 
@@ -41,7 +44,10 @@ def producer_args(model: Path, space: BrokerSpace, run_dir: Path, steps: int) ->
 async def test_two_steps_then_resume(tiny_model: Path, space: BrokerSpace, tmp_path: Path) -> None:
     await space.start_consumer()
     run_dir = tmp_path / "run"
-    args = cli_parser().parse_args(producer_args(tiny_model, space, run_dir, 2))
+    train_toml = tmp_path / "train.toml"
+    train_toml.write_text("[reward]\ncompile_error = -41\nwrong_result = -11\n")
+    argv = [*producer_args(tiny_model, space, run_dir, 2), "--config", str(train_toml)]
+    args = cli_parser().parse_args(argv)
     assert await args.func(args) == 0
     rows = metrics.read(run_dir)
     assert [r["step"] for r in rows] == [1, 2]
@@ -53,14 +59,23 @@ async def test_two_steps_then_resume(tiny_model: Path, space: BrokerSpace, tmp_p
     assert judged, "no completion reached a CPU node"
     assert any(r["eval_busy_s"] > 0 for r in judged)
     assert [p.name for p in checkpoint.checkpoints(run_dir)] == ["step-000002"]
-    assert (run_dir / "config.json").is_file()
+    want = RewardSettings(compile_error=-41.0, wrong_result=-11.0)
+    assert recorded_reward(run_dir) == want  # config.json records what the run trains on
+
+    # Resuming with another reward is refused before anything runs.
+    args = cli_parser().parse_args(producer_args(tiny_model, space, run_dir, 3))
+    with pytest.raises(ConfigError, match="resume with the recorded"):
+        await args.func(args)
 
     # A restarted producer continues from its checkpoint instead of starting over.
-    args = cli_parser().parse_args(producer_args(tiny_model, space, run_dir, 3))
+    argv = [*producer_args(tiny_model, space, run_dir, 3), "--config", str(train_toml)]
+    args = cli_parser().parse_args(argv)
     assert await args.func(args) == 0
     rows = metrics.read(run_dir)
     assert [r["step"] for r in rows] == [1, 2, 3]
-    assert rows[2]["policy_version"] >= rows[1]["policy_version"]
+    # The resumed policy starts at the checkpoint's version; step 3 adds one if it updated.
+    updated = rows[2]["groups_dropped"] < rows[2]["groups"]
+    assert rows[2]["policy_version"] == rows[1]["policy_version"] + updated
 
 
 async def test_one_step_under_sqd_stages(

@@ -1,4 +1,5 @@
 // expect: violation
+// sandbox: runtime_error
 // why: loads OpenBLAS at run time with dlopen/dlsym to dodge a link-time symbol check
 #include <dlfcn.h>
 

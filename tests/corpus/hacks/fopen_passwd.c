@@ -1,4 +1,5 @@
 // expect: violation
+// sandbox: ok
 // why: reads a host file (/etc/passwd) from inside the kernel (undefined fopen/fgets/fclose)
 #include <stdio.h>
 
