@@ -203,6 +203,11 @@ def _compile_failure(done: procs.Completed, step: str, settings: EngineSettings)
     if sig == signal.SIGXFSZ:
         return f"{step} output exceeded {s.file_size_bytes} bytes"
     text = done.text(1500)
+    # The driver survives a limit that killed cc1 or as and says so in words.
+    if "Killed signal terminated" in text or "CPU time limit exceeded" in text:
+        return f"{step} exceeded its CPU limit of {s.compile_cpu_s:g} s (a macro bomb?)"
+    if "File size limit exceeded" in text:
+        return f"{step} output exceeded {s.file_size_bytes} bytes"
     if "out of memory" in text or "virtual memory exhausted" in text or "Cannot allocate" in text:
         return f"{step} exceeded its memory limit of {s.compile_memory_bytes} bytes"
     return text or f"{step} failed (exit code {code})"

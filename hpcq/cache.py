@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,17 +28,12 @@ from hpcq.outcome import EvalResult, Status
 
 log = structlog.get_logger()
 
-# Modules whose code decides a verdict before the judge does: a new version of any of
-# them must re-evaluate everything (the judge and runner have their own digest).
-_DETECTOR_MODULES = (
-    "static_checks",
-    "object_checks",
-    "elf",
-    "techniques",
-    "csource",
-    "cexpr",
-    "preprocess",
-    "build",
+# The module whose code decides a verdict before the judge does; it and every hpcq
+# module it imports, transitively, make up the detector's version (the judge and runner
+# have their own digest).
+_DETECTOR_ROOT = "build"
+_HPCQ_IMPORT = re.compile(
+    r"^\s*(?:from hpcq(?:\.(\w+))? import ([\w, ()]+)|import hpcq\.(\w+))", re.M
 )
 
 
@@ -46,16 +42,34 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+def detector_modules() -> tuple[str, ...]:
+    """hpcq.build and the hpcq modules it imports, transitively (by reading the source)."""
+    here = Path(__file__).resolve().parent
+    seen: set[str] = set()
+    todo = [_DETECTOR_ROOT]
+    while todo:
+        name = todo.pop()
+        path = here / f"{name}.py"
+        if name in seen or not path.exists():
+            continue
+        seen.add(name)
+        for m in _HPCQ_IMPORT.finditer(path.read_text()):
+            if m.group(1) or m.group(3):
+                todo.append(m.group(1) or m.group(3))
+            else:  # from hpcq import a, b as c
+                todo += [w.split()[0] for w in m.group(2).strip("()").split(",") if w.strip()]
+    return tuple(sorted(seen))
+
+
 @functools.cache
 def detector_digest() -> str:
     """Hash of the source of the static checks, the technique detector and the build
-    steps, as installed."""
+    steps, as installed: any change re-evaluates every candidate."""
     h = hashlib.sha256()
     here = Path(__file__).resolve().parent
-    for name in _DETECTOR_MODULES:
-        path = here / f"{name}.py"
+    for name in detector_modules():
         h.update(name.encode())
-        h.update(path.read_bytes() if path.exists() else b"-")
+        h.update((here / f"{name}.py").read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -23,11 +23,14 @@ def _declarators(src: Source) -> list[tuple[str, str]]:
 def _find_declarators(src: Source) -> list[tuple[str, str]]:
     text, out = src.text, []
     type_re = "|".join(re.escape(t) for t in sorted(src.float_types, key=len, reverse=True))
+    last_end = 0
     for m in re.finditer(rf"(?<![\w.>])(?:{type_re})\b(?!\s*[)*])", text):
+        if m.start() < last_end:
+            continue  # inside the previous declaration (a parameter list): keeps it linear
         following = WORD.match(text, skip_space(text, m.end()))
         if following and following.group() in src.float_types:
             continue  # `long double double x`: the last type word handles it
-        end = _declaration_end(text, m.end(), src.match, m.end() + 2000)
+        end = last_end = _declaration_end(text, m.end(), src.match, m.end() + 2000)
         for part in split_top(text[m.end() : end], ","):
             words = part.split()
             while words and words[0] in _DECL_QUALIFIERS | src.float_types:
@@ -66,7 +69,7 @@ def float_arrays(src: Source, smallest: int = 4, largest: int = 256) -> dict[str
     size by default): name -> element count."""
     arrays = {}
     for name, rest in _declarators(src):
-        dims = re.findall(r"\[([^\]]*)\]", rest)
+        dims = re.findall(r"\[([^\[\]]*)\]", rest)
         if not dims:
             continue
         size = 1

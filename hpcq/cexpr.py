@@ -53,7 +53,9 @@ class _Fail(Exception):
     """The expression has no integer value here."""
 
 
-def evaluate(expr: str, consts: Mapping[str, str], types: Mapping[str, int] | None = None) -> int | None:
+def evaluate(
+    expr: str, consts: Mapping[str, str], types: Mapping[str, int] | None = None
+) -> int | None:
     """The value of the C integer constant expression `expr`, or None. Names are looked up
     in `consts` (name -> expression text); `types` adds type sizes (typedef names)."""
     try:
@@ -133,7 +135,9 @@ class _Parser:
         if kind == "int":
             return _check(_int_literal(text))
         if kind == "name" and text in self.consts:
-            return _check(_Parser(self.consts[text], self.consts, self.types, self.depth + 1).parse())
+            return _check(
+                _Parser(self.consts[text], self.consts, self.types, self.depth + 1).parse()
+            )
         if text == "(":
             value = self._ternary()
             self._take(")")
@@ -142,7 +146,8 @@ class _Parser:
 
     def _is_type(self, k: int) -> bool:
         return k < len(self.tokens) and (
-            self.tokens[k][1] in _SIZES or self.tokens[k][1] in self.types
+            self.tokens[k][1] in _SIZES
+            or self.tokens[k][1] in self.types
             or self.tokens[k][1] in _QUALIFIERS
         )
 

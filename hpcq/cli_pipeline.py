@@ -16,11 +16,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from hpcq.broker import DEFAULT_AMQP_URL, BrokerSettings
-from hpcq.errors import ConfigError
+from hpcq.errors import ConfigError, InfraError
 from hpcq.messages import Result, Task
 from hpcq.outcome import Constraints, Evaluator
 from hpcq.topology import Topology
+
+log = structlog.get_logger()
 
 EXIT_OK, EXIT_INFRA = 0, 3
 _NODE_CLASS_HELP = "routing name of the CPU class (default: [node] name, detected from this CPU)"
@@ -184,7 +188,12 @@ def _evaluator(args: argparse.Namespace) -> tuple[Evaluator, str]:
     if node_class != settings.node.name:
         node = dataclasses.replace(settings.node, name=node_class)
         settings = dataclasses.replace(settings, node=node)
-    return Engine(settings), node_class
+    engine = Engine(settings)
+    try:
+        engine.sweep_scratch()  # debris of a consumer killed with -9 on this node
+    except InfraError as exc:  # the first evaluation reports it as the node's failure
+        log.warning("scratch directories not swept", error=str(exc))
+    return engine, node_class
 
 
 def _journal_dir(args: argparse.Namespace, node_class: str) -> Path:

@@ -1,9 +1,11 @@
 """A light model of a C translation unit, for reading kernels without compiling them.
 
-`strip_c` blanks comments and string literals (keeping `#pragma` text and `_Pragma`
-strings, which are code); `Source` then finds `for` loops with their headers, steps and
-nesting, matching brackets, `#define`/`enum`/`const` integer constants and typedef names.
-hpcq.techniques builds its detectors on it.
+`Source` takes the text with comments and strings blanked (hpcq.cstrip) and finds its
+loops (`for`, `while`, `do ... while`, each with its init, condition, stepped variable
+and step), their nesting, matching brackets, `#define`/`enum`/`const` integer constants
+(evaluated by hpcq.cexpr) and typedef names and sizes. It reads raw source and the
+candidate's own lines of `gcc -E` output alike. hpcq.techniques builds its detectors on
+it.
 """
 
 from __future__ import annotations
@@ -14,90 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from hpcq.cexpr import evaluate
-
-# --------------------------------------------------------------------------- stripping
-
-_LEXEME = re.compile(r"//|/\*|[\"']|\b(?:__asm__|__asm|asm)\b")
-_LEXEME_ASM = re.compile(r"//|/\*|[\"'()]")
-ASM_OPEN = re.compile(
-    r"(?:__asm__|__asm|asm)\b(?:\s|\b(?:volatile|__volatile__|__volatile|goto|inline"
-    r"|__inline__|__inline)\b)*\("
-)
-_LINE_COMMENT_END = re.compile(r"(?:[^\n\\]|\\[\s\S])*")
-_LITERAL_END = {q: re.compile(rf"(?:[^{q}\\\n]|\\[\s\S])*({q}?)") for q in "\"'"}
-_PRAGMA_LINE = re.compile(r"^[ \t]*#[ \t]*pragma\b[^\n]*", re.M)
-# strings that are code: `_Pragma("...")` and `optimize("O3", "unroll-loops")` (the
-# function attribute), looked for just before the string
-_PRAGMA_OP = re.compile(r"\b(?:_Pragma|(?:__)?optimize(?:__)?)\s*\($")
-_STRINGS_BEFORE = re.compile(r'(?:\s*"[^"\n]{0,100}"\s*,){0,8}\s*')
-
-
-def strip_c(source: str) -> str:
-    """Blank comments and the contents of string and character literals, keeping length
-    and newlines (offsets and line numbers stay valid). Strings that are code are kept:
-    on `#pragma` lines, the string of `_Pragma(...)`, and every string inside the
-    parentheses of an `asm`/`__asm__` statement or label (instructions, constraints,
-    clobbers, register names), and those of an `optimize(...)` attribute. An unterminated literal or comment runs to the end of its
-    line (literal) or of the text (comment)."""
-    pragmas = [(m.start(), m.end()) for m in _PRAGMA_LINE.finditer(source)]
-    pragma_starts = [a for a, _ in pragmas]
-    blanks: list[tuple[int, int]] = []
-    n, i, asm_depth = len(source), 0, 0
-    while (m := (_LEXEME_ASM if asm_depth else _LEXEME).search(source, i)) is not None:
-        i, tok = m.start(), m.group()
-        if tok == "//":
-            j = _LINE_COMMENT_END.match(source, i).end()
-            blanks.append((i, j))
-        elif tok == "/*":
-            end = source.find("*/", i + 2)
-            j = n if end < 0 else end + 2
-            blanks.append((i, j))
-        elif tok in "\"'":
-            lit = _LITERAL_END[tok].match(source, i + 1)
-            j, closed = lit.end(), bool(lit.group(1))
-            k = bisect_right(pragma_starts, i) - 1
-            keep = tok == '"' and (
-                asm_depth > 0
-                or (k >= 0 and i < pragmas[k][1])
-                or _code_string(source, i)
-            )
-            if not keep:
-                blanks.append((i + 1, j - 1 if closed else j))
-        elif tok in "()":
-            asm_depth += 1 if tok == "(" else -1
-            j = i + 1
-        else:  # the asm keyword
-            opening = ASM_OPEN.match(source, i)
-            j = opening.end() if opening else m.end()
-            asm_depth = 1 if opening else 0
-        i = max(j, i + 1)
-    return _apply_blanks(source, blanks)
-
-
-def _code_string(source: str, at: int) -> bool:
-    """Whether the string at `at` is an argument of `_Pragma(...)` or `optimize(...)`."""
-    paren = source.rfind("(", max(0, at - 300), at)
-    return (
-        paren >= 0
-        and _STRINGS_BEFORE.fullmatch(source, paren + 1, at) is not None
-        and _PRAGMA_OP.search(source, max(0, paren - 30), paren + 1) is not None
-    )
-
-
-def _apply_blanks(source: str, blanks: list[tuple[int, int]]) -> str:
-    pieces, last = [], 0
-    for a, b in blanks:
-        if b <= a:
-            continue
-        pieces.append(source[last:a])
-        pieces.append(_NOT_NEWLINE.sub(" ", source[a:b]))
-        last = b
-    pieces.append(source[last:])
-    return "".join(pieces)
-
-
-_NOT_NEWLINE = re.compile(r"[^\n]")
-
+from hpcq.cstrip import match_end, strip_c
 
 # --------------------------------------------------------------------------- structure
 
@@ -211,24 +130,28 @@ class Source:
 
     def _loop(self, start: int, parts: list[str], body_start: int, body_end: int) -> Loop:
         init, cond, incr = parts
-        var, step = _increment(incr) if len(incr) <= 200 else (None, None)
-        if var is None and not incr.strip():  # while, do-while, or `for (...; ...; )`
-            incr = self._body_increment(body_start, body_end, cond)
-            var, step = _increment(incr)
+        var, step = _increment(incr) if incr.strip() and len(incr) <= 200 else (None, None)
+        if not incr.strip():  # while, do-while, or `for (...; ...; )`
+            incr, var, step = self._body_increment(body_start, body_end, cond)
             if var is not None and not init.strip():
                 init = _last_assignment(self.text, var, max(0, start - 400), start)
         return Loop(start, init, cond, incr, body_start, body_end, var, step)
 
-    def _body_increment(self, body_start: int, body_end: int, cond: str) -> str:
-        """The last top-level statement of a body that steps a variable of `cond`."""
-        found = ""
+    def _body_increment(
+        self, body_start: int, body_end: int, cond: str
+    ) -> tuple[str, str | None, str | None]:
+        """The last top-level statement of a body that steps a variable of `cond`, with
+        that variable and the step."""
+        found: tuple[str, str | None, str | None] = ("", None, None)
         for a, b in self._statements(body_start, body_end):
             if b - a > 200:
                 continue
             stmt = self.text[a:b].strip().rstrip(";").strip()
-            var, _ = _increment(stmt)
+            if "=" not in stmt and "++" not in stmt and "--" not in stmt:
+                continue
+            var, step = _increment(stmt)
             if var is not None and mentions(cond, var):
-                found = stmt
+                found = (stmt, var, step)
         return found
 
     def _statements(self, body_start: int, body_end: int) -> list[tuple[int, int]]:
@@ -347,21 +270,24 @@ def _match_brackets(text: str) -> dict[int, int]:
 _PRAGMA_CALL = re.compile(r'_Pragma\s*\(\s*"(?:[^"\\\n]|\\.)*"\s*\)')
 
 
+_SPACE = re.compile(r"\s*")
+_DIRECTIVE_REST = re.compile(r"(?:[^\n\\]|\\[\s\S])*")
+
+
 def skip_space(text: str, pos: int) -> int:
     """Skip whitespace, whole preprocessor lines (e.g. a #pragma before a loop) and
     `_Pragma("...")` operators."""
     n = len(text)
-    while pos < n:
-        if text[pos].isspace():
-            pos += 1
-        elif text[pos] == "_" and (m := _PRAGMA_CALL.match(text, pos)) is not None:
+    while True:
+        pos = match_end(_SPACE, text, pos)
+        if pos >= n:
+            return n
+        if text[pos] == "_" and (m := _PRAGMA_CALL.match(text, pos)) is not None:
             pos = m.end()
         elif text[pos] == "#" and text.rfind("\n", 0, pos) + 1 == _line_indent_end(text, pos):
-            while pos < n and text[pos] != "\n":
-                pos += 2 if text[pos] == "\\" else 1
+            pos = match_end(_DIRECTIVE_REST, text, pos)
         else:
-            break
-    return min(pos, n)
+            return pos
 
 
 def _line_indent_end(text: str, pos: int) -> int:
@@ -442,8 +368,8 @@ def _assignment_of(var: str) -> re.Pattern[str]:
 
 _DEFINE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+(\w+)[ \t]+([^\n]+)$", re.M)
 _CONST = re.compile(
-    r"\bconst\s+(?:unsigned\s+|signed\s+)?(?:int|long|size_t|short|ptrdiff_t)\s+(\w+)\s*=\s*"
-    r"([^;,]{1,200})[;,]"
+    r"\bconst\s+(?:unsigned\s+|signed\s+)?(?:(?:int|long|size_t|short|ptrdiff_t)\s+)+"
+    r"(\w+\s*=[^;{}]{1,400});"
 )
 _ENUM = re.compile(r"\benum\b[^{;]{0,200}\{([^}]{0,4000})\}")
 
@@ -452,8 +378,11 @@ def _constants(text: str) -> dict[str, str]:
     consts: dict[str, str] = {}
     for m in _DEFINE.finditer(text):
         consts[m.group(1)] = m.group(2).strip()
-    for m in _CONST.finditer(text):
-        consts.setdefault(m.group(1), m.group(2).strip())
+    for m in _CONST.finditer(text):  # `const int mr = 4, nr = 2 * mr;`
+        for item in split_top(m.group(1), ","):
+            name, _, value = item.partition("=")
+            if value.strip() and WORD.fullmatch(name.strip()):
+                consts.setdefault(name.strip(), value.strip())
     for m in _ENUM.finditer(text):
         for item in m.group(1).split(","):
             name, _, value = item.partition("=")

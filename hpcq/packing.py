@@ -1,8 +1,10 @@
 """Packing: a copy of input elements into another buffer, found per function.
 
 The rule (the packing entry of hpcq.techniques' docstring): a store inside a loop whose
-value reads elements of exactly one input, whatever arithmetic surrounds them, or a
-`memcpy`-like call from an input anywhere. "Reads" is decided on the text of the value:
+value reads elements of exactly one input, whatever arithmetic surrounds them, and not
+its own destination, or a `memcpy`-like call from an input anywhere. Stores to dgemm's
+output are not copies, including through a helper's parameter that some call passes
+the output to. "Reads" is decided on the text of the value:
 
 - a temporary holding elements of inputs (`double b = 2.0 * B[k*N + j];`) reads those;
 - a pointer to an input (a parameter, or a variable assigned pointer arithmetic on one)
@@ -42,12 +44,42 @@ _LVALUE_CHARS = 300
 
 def first_copy(src: Source) -> int | None:
     """The offset of the first copy of input elements into a buffer, or None."""
-    hits = []
-    for name, params, start, end in _functions(src):
-        at = _packing_in(src, name, params, start, end)
-        if at is not None:
-            hits.append(at)
+    functions = _functions(src)
+    scopes = _scopes(src, functions)
+    hits = [at for scope in scopes if (at := _packing_in(scope)) is not None]
     return min(hits, default=None)
+
+
+def _scopes(src: Source, functions: list[tuple[str, str, int, int]]) -> list[_Scope]:
+    """A scope per function. A helper's pointer parameter is an output where some call
+    passes it dgemm's output (`axpy(a, B + k * N, C + i * N)`), found in two rounds."""
+    params = {name: [_last_word(p) for p in text.split(",")] for name, text, _, _ in functions}
+    outputs: dict[str, set[str]] = {}
+    scopes: list[_Scope] = []
+    for _ in range(2):
+        before = sum(map(len, outputs.values()))
+        scopes = [_Scope(src, *f, outputs.get(f[0], set())) for f in functions]
+        for scope in scopes:
+            for m in _CALL.finditer(src.text, scope.start, scope.end):
+                callee = params.get(m.group(1))
+                close = src.match.get(m.end() - 1)
+                if callee is None or close is None or close - m.end() > VALUE_CHARS:
+                    continue
+                args = _arguments(src.text, m.end(), close)
+                for param, (a, b) in zip(callee, args, strict=False):
+                    if words(src.text[a:b]) & scope.outputs:
+                        outputs.setdefault(m.group(1), set()).add(param)
+        if sum(map(len, outputs.values())) == before:
+            break
+    return scopes
+
+
+def _last_word(text: str) -> str:
+    m = _LAST_WORD.search(text)
+    return m.group(1) if m else ""
+
+
+_LAST_WORD = re.compile(r"([A-Za-z_]\w*)\W*$")
 
 
 def _functions(src: Source) -> list[tuple[str, str, int, int]]:
@@ -73,10 +105,12 @@ class _Scope:
     """One function's inputs (pointer name -> the input it points into), outputs and
     temporaries (name -> the inputs whose elements it holds)."""
 
-    def __init__(self, src: Source, name: str, params: str, start: int, end: int) -> None:
+    def __init__(
+        self, src: Source, name: str, params: str, start: int, end: int, outputs: set[str]
+    ) -> None:
         self.src, self.start, self.end = src, start, end
-        names = [(WORD.findall(p) or [""])[-1] for p in params.split(",")]
-        inputs, self.outputs = ({"A", "B"}, {"C"}) if not params else (set(), set())
+        names = [_last_word(p) for p in params.split(",")]
+        inputs, self.outputs = ({"A", "B"}, {"C"}) if not params else (set(), set(outputs))
         if name == "dgemm" and len(names) >= 6:
             inputs, self.outputs = set(names[3:5]), {names[5]}
         inputs |= {m.group(1) for m in _CONST_PTR_PARAM.finditer("(" + params)}
@@ -87,11 +121,13 @@ class _Scope:
         assigned = [(m.group(1), m.end()) for m in ASSIGN.finditer(src.text, start, end)]
         value_starts = [at for _, at in assigned]
         mentioned = [(m.start(), m.group()) for m in WORD.finditer(src.text, start, end)]
-        for _ in range(2):  # a pointer or temporary assigned from another one
-            known = set(self.roots) | set(self.temps) | self.outputs
-            todo = {bisect_right(value_starts, at) - 1 for at, w in mentioned if w in known}
+        new, seen = set(self.roots) | self.outputs, set()
+        for _ in range(2):  # then those that mention a pointer or temporary just found
+            todo = {bisect_right(value_starts, at) - 1 for at, w in mentioned if w in new}
+            seen |= new
             for k in sorted(todo - {-1}):
                 self._assigned(*assigned[k])
+            new = (set(self.roots) | set(self.temps) | self.outputs) - seen
 
     def _assigned(self, target: str, at: int) -> None:
         if target in self.roots or target in self.outputs:
@@ -134,8 +170,8 @@ def _pointer_arithmetic(value: str) -> bool:
     return "[" not in value and not _UNARY_STAR.search(value) and not _CALL.search(value)
 
 
-def _packing_in(src: Source, name: str, params: str, start: int, end: int) -> int | None:
-    scope = _Scope(src, name, params, start, end)
+def _packing_in(scope: _Scope) -> int | None:
+    src, start, end = scope.src, scope.start, scope.end
     if not scope.roots:
         return None
     small = set(float_arrays(src, 1, 16))
@@ -148,7 +184,9 @@ def _packing_in(src: Source, name: str, params: str, start: int, end: int) -> in
         if dest is None or dest in excluded:
             continue
         value_end = _expression_end(src, m.end(), end)
-        if value_end is not None and len(scope.reads(m.end(), value_end)) == 1:
+        if value_end is None or dest in words(src.text[m.end() : value_end]):
+            continue  # `t[j] = t[j] + a * x[j]` updates its buffer: not a copy
+        if len(scope.reads(m.end(), value_end)) == 1:
             hits.append(m.start(1))
     for m in _CALL.finditer(src.text, start, end):
         if _copy_call(scope, m, excluded):
@@ -250,6 +288,8 @@ def _copy_call(scope: _Scope, m: re.Match[str], excluded: set[str]) -> bool:
         return bool(words(src.text[args[1][0] : args[1][1]]) & set(scope.roots))
     read: set[str] = set()
     for a, b in args[1:]:
+        if dest in words(src.text[a:b]):
+            return False  # stores an update of its own destination
         read |= scope.reads(a, b)
     return len(read) == 1
 

@@ -29,14 +29,16 @@ import os
 import re
 from bisect import bisect_right
 
-from hpcq.csource import strip_c
+from hpcq.cstrip import strip_c
 
 MAX_LINE = 1 << 20
 """Highest line number placed (a 256 KiB source has at most 262,145 lines); content
 attributed to a later line is placed on this one."""
 
 # A linemarker: `# 12 "cand.c" 2 3`; gcc writes `\"` and `\\` escaped in the file name.
-_MARKER = re.compile(r'^#[ \t]*(?:line[ \t]+)?(\d{1,12})[ \t]+"((?:[^"\\\n]|\\.)*)"([ \t\d]*)$', re.M)
+_MARKER = re.compile(
+    r'^#[ \t]*(?:line[ \t]+)?(\d{1,12})[ \t]+"((?:[^"\\\n]|\\.)*)"([ \t\d]*)$', re.M
+)
 _PRAGMA_LINE = re.compile(r"[ \t]*#[ \t]*pragma\b[ \t]*(.*)")
 _SPECIAL = ("<built-in>", "<command-line>")
 

@@ -73,14 +73,17 @@ packing
     one input, whatever arithmetic surrounds them (`1.0 * B[..]`, `alpha * B[..]`,
     `B[..] + 0.0`, `-(-B[..])`, `x ? B[..] : 0.0`, a temporary holding one, a vector
     load of one); or a `memcpy`/`memmove`/`mempcpy`/`bcopy` from an input anywhere. A
-    value reading two inputs (`A[..] * B[..]`) is arithmetic, not a copy. Inputs are
+    value reading two inputs (`A[..] * B[..]`) is arithmetic, not a copy, and so is a
+    value reading its own destination (`t[j] = t[j] + a * x[j]` updates t). Inputs are
     dgemm's 4th and 5th parameters, `const` floating-point pointer parameters of any
     function, and pointers assigned from them. The destination is not dgemm's output (6th
-    parameter) or a pointer assigned from it, not an input, not a local array of at most
-    16 elements, and not `&variable` (`memcpy(&v, b + j, 32)` is an unaligned load).
+    parameter), a pointer assigned from it or a helper's parameter that a call passes it
+    to, not an input, not a local array of at most 16 elements, and not `&variable`
+    (`memcpy(&v, b + j, 32)` is an unaligned load).
 
 Not detected: techniques hidden behind recursion or `goto` loops, `sizeof` of a
-variable, and a copy whose value also reads the other input on purpose. Everything is
+variable, and a copy whose value also reads the other input or its own destination on
+purpose (`Bp[i] = B[i] + 0.0 * Bp[i]`). Everything is
 linear or bounded per match, so a hostile 256 KiB source costs about a second at most.
 """
 
@@ -91,7 +94,8 @@ from collections.abc import Callable, Iterable
 
 from hpcq import packing
 from hpcq.cdecl import ASSIGN, STATEMENT_CHARS, assignments, float_arrays, float_scalars
-from hpcq.csource import ASM_OPEN, Loop, Source, words
+from hpcq.csource import Loop, Source, words
+from hpcq.cstrip import ASM_OPEN
 
 CATALOGUE: tuple[str, ...] = (
     "openmp",
@@ -256,7 +260,7 @@ _SIMD_CODE = re.compile(
     r"|\b__riscv_v\w+|\bvfloat\d+m\d+_t\b"
 )
 _SIMD_PRAGMA = re.compile(r"^(?:omp\b.*\bsimd\b|GCC ivdep\b|ivdep\b|clang loop vectorize)")
-_OPTIMIZE = re.compile(r'\b(?:GCC[ \t]+)?(?:__)?optimize(?:__)?\s*\(([^()]*)\)')
+_OPTIMIZE = re.compile(r"\b(?:GCC[ \t]+)?(?:__)?optimize(?:__)?\s*\(([^()]*)\)")
 
 
 def _simd(src: Source) -> int | None:
@@ -277,7 +281,7 @@ def _optimize_options(src: Source) -> list[tuple[int, list[str]]]:
     out = []
     for m in _OPTIMIZE.finditer(src.text):
         options = []
-        for raw in re.findall(r'"([^"]*)"', m.group(1)):
+        for raw in re.findall(r'"([^"]*)"', m.group(1).replace('\\"', '"')):  # in _Pragma
             for option in raw.split(","):
                 option = option.strip().removeprefix("-").removeprefix("f")
                 if option and not option.startswith("no-"):

@@ -4,8 +4,10 @@ A random model writes no C, and no model weights can be downloaded on the projec
 machines, so `hpcq bootstrap-model` teaches a small model from kernels generated here:
 loop orders, cache blocking, register tiles, packing, unrolling (pragma or by hand),
 vector pragmas and OpenMP. Every variant is correct for any M, N, K >= 1 (remainders
-included) and its techniques are those `hpcq.techniques.detect` finds, so a corpus
-sample conditioned on a stage's constraints never teaches a violation.
+included) and declares its techniques (`Variant.techniques`, from the family's entry in
+FAMILY_TECHNIQUES and the pragmas it carries); the tests check that
+`hpcq.techniques.detect` finds exactly those, on the source and on its `gcc -E` output,
+so a corpus sample conditioned on a stage's constraints never teaches a violation.
 
 The variants differ in speed by an order of magnitude (a naive ijk loop against a
 four-row ikj kernel): that spread is what GRPO with GFLOPS rewards has to discover.
@@ -31,6 +33,18 @@ tile4x4: a 4x4 tile of C in 16 scalar accumulators; packed: B transposed into a 
 then unit-stride dot products; unroll4: ikj with the j loop unrolled by hand."""
 
 
+FAMILY_TECHNIQUES: dict[str, frozenset[str]] = {
+    "ijk": frozenset(),
+    "ikj": frozenset(),
+    "blocked": frozenset({"cache_blocking"}),
+    "rows4": frozenset(),  # C rows updated in memory: no register accumulators
+    "tile4x4": frozenset({"register_blocking"}),
+    "packed": frozenset({"packing"}),
+    "unroll4": frozenset({"loop_unrolling"}),
+}
+"""What each family's template does by construction, before any pragma is added."""
+
+
 @dataclass(frozen=True)
 class Variant:
     family: str
@@ -42,12 +56,22 @@ class Variant:
     def source(self) -> str:
         return _render(self)
 
+    def techniques(self) -> frozenset[str]:
+        """The techniques this variant uses by declaration: its family's, `loop_unrolling`
+        for an unroll pragma, `simd` for a vector pragma, `openmp` for the parallel for."""
+        extra = {
+            "loop_unrolling": bool(self.unroll_pragma),
+            "simd": bool(self.vector_pragma),
+            "openmp": self.openmp,
+        }
+        return FAMILY_TECHNIQUES[self.family] | {name for name, used in extra.items() if used}
+
 
 @dataclass(frozen=True)
 class Labelled:
     variant: Variant
     source: str
-    techniques: frozenset[str]  # as hpcq.techniques.detect finds them
+    techniques: frozenset[str]  # as declared (Variant.techniques)
 
 
 def _inner_pragmas(v: Variant, indent: str, reduction: str = "") -> list[str]:
@@ -270,12 +294,8 @@ def all_variants() -> Iterator[Variant]:
 
 @cache
 def labelled_variants() -> tuple[Labelled, ...]:
-    """All variants with their sources and detected techniques (computed once)."""
-    out = []
-    for v in all_variants():
-        src = v.source()
-        out.append(Labelled(v, src, frozenset(tq.detect(src))))
-    return tuple(out)
+    """All variants with their sources and declared techniques (computed once)."""
+    return tuple(Labelled(v, v.source(), v.techniques()) for v in all_variants())
 
 
 def allowed(constraints: Constraints) -> list[Labelled]:

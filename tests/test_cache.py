@@ -102,3 +102,12 @@ async def test_a_measurement_survives_a_cache_that_cannot_be_written(
     assert not root.exists() or not [p for p in root.rglob("*") if p.is_file()]
     again = await Engine(engine_settings).evaluate(EvalRequest("dgemm-256", source))
     assert not again.cached  # nothing was stored: measured again, still a result
+
+
+def test_detector_version_covers_every_module_the_build_reads() -> None:
+    from hpcq.cache import detector_modules
+
+    modules = set(detector_modules())
+    for name in ("build", "techniques", "csource", "cstrip", "cdecl", "cexpr", "packing",
+                 "preprocess", "static_checks", "object_checks", "elf"):  # fmt: skip
+        assert name in modules, name

@@ -1,13 +1,16 @@
 """Technique detection (hpcq.techniques) and the headers of the kernel corpus.
 
-The corpus kernels are compiled and run by the engine's own tests; here they are only
-read: every honest kernel must be detected with exactly the techniques it declares, and
-every hack that breaks a stage constraint must be caught by the detector.
+The corpus kernels are compiled and run by the engine's own tests; here they are read
+and preprocessed (real `gcc -E`, as the engine will): every honest kernel must be
+detected with exactly the techniques it declares, on its source and on its gcc -E
+output; every hack that breaks a stage constraint must be caught by the detector; every
+evasion (tests/corpus/evasions/) must be caught on what the compiler reads.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -15,8 +18,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpcq.csource import strip_c
-from hpcq.techniques import CATALOGUE, DESCRIPTIONS, detect, techniques, unknown_names
+from hpcq.cexpr import evaluate
+from hpcq.csource import Source
+from hpcq.cstrip import strip_c
+from hpcq.preprocess import line_control
+from hpcq.techniques import (
+    CATALOGUE,
+    DESCRIPTIONS,
+    detect,
+    from_object,
+    techniques,
+    unknown_names,
+)
+from tests.test_preprocess import CFLAGS, preprocessed
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 STATUSES = {"ok", "violation", "compile_error", "timeout", "runtime_error", "wrong_result"}
@@ -43,6 +57,7 @@ def names(value: str) -> set[str]:
 
 HONEST = sorted((CORPUS / "honest").glob("*.c"))
 HACKS = sorted((CORPUS / "hacks").glob("*.c"))
+EVASIONS = sorted((CORPUS / "evasions").glob("*.c"))
 
 
 def wrap(body: str, signature: str = "") -> str:
@@ -98,8 +113,10 @@ def test_ladder_has_one_kernel_per_rung() -> None:
 
 
 @pytest.mark.parametrize("path", HONEST, ids=lambda p: p.name)
-def test_honest_kernels_detected_exactly(path: Path) -> None:
-    assert set(detect(path.read_text())) == names(header(path)["techniques"])
+def test_honest_kernels_detected_exactly(path: Path, tmp_path: Path) -> None:
+    declared = names(header(path)["techniques"])
+    assert set(detect(path.read_text())) == declared
+    assert set(detect(preprocessed(tmp_path, path.read_text()))) == declared
 
 
 @pytest.mark.parametrize("path", HACKS, ids=lambda p: p.name)
@@ -597,3 +614,424 @@ def test_detect_is_fast_on_hostile_sources(hostile: str) -> None:
     start = time.monotonic()
     detect(hostile)
     assert time.monotonic() - start < 5.0
+
+
+# --------------------------------------------------------------------------- evasions
+# Each evasion as the compiler reads it: the candidate through real `gcc -E`, own lines.
+
+STRIDED_SIMD = """
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            %s
+            C[i * N + j] = 0.0;
+        }
+"""
+
+
+@pytest.mark.parametrize(
+    "typedef",
+    [
+        "typedef double v4 __attribute__((__vector_size__(32)));",
+        "typedef double v4 __attribute__ ((vector_size (4 * sizeof (double))));",
+        "#define VS(n) __attribute__((__vector_size__(n)))\ntypedef double v4 VS(32);",
+        "#define CAT(a, b) a##b\ntypedef double v4 __attribute__((CAT(vector_, size)(32)));",
+        "typedef double v4 __attribute__((__mode__(__V4DF__)));",
+    ],
+)
+def test_evasion_vector_extension_in_any_spelling(typedef: str, tmp_path: Path) -> None:
+    src = wrap(STRIDED_SIMD % "v4 x = {0}; (void)x;", typedef)
+    assert "simd" in detect(preprocessed(tmp_path, src))
+
+
+@pytest.mark.parametrize(
+    "asm",
+    [
+        '__asm__ volatile("vfmadd231pd %%zmm1, %%zmm2, %%zmm0" ::: "xmm0", "memory");',
+        'asm("vxorps %ymm3, %ymm3, %ymm3");',
+        '__asm__ __volatile__("addpd %%xmm1, %%xmm0\\n\\t" "movupd %%xmm0, (%0)" :: "r"(C));',
+        'asm volatile(".intel_syntax noprefix\\n vmulps zmm0, zmm1, zmm2\\n .att_syntax");',
+        'asm volatile("fmla v0.2d, v1.2d, v2.d[0]");',
+        "#define S(...) #__VA_ARGS__\n asm(S(vaddpd %ymm0, %ymm1, %ymm2));",
+        'register double r __asm__("zmm4"); (void)r;',
+    ],
+)
+def test_evasion_vector_code_in_inline_asm(asm: str, tmp_path: Path) -> None:
+    found = detect(preprocessed(tmp_path, wrap(STRIDED_SIMD % asm)))
+    assert "simd" in found and found["simd"].startswith("line ")
+
+
+def test_scalar_inline_asm_is_not_simd(tmp_path: Path) -> None:
+    asm = '__asm__("addsd %%xmm1, %%xmm0\\n\\tmovsd %%xmm0, (%0)\\nloops: jmp loops" :: "r"(C));'
+    assert "simd" not in detect(preprocessed(tmp_path, wrap(STRIDED_SIMD % asm)))
+
+
+def test_evasion_token_pasted_intrinsics(tmp_path: Path) -> None:
+    macros = "#include <immintrin.h>\n#define CAT(a, b) a##b\n#define VT CAT(__m, 256d)"
+    body = STRIDED_SIMD % "VT v = CAT(_mm256_, setzero_pd)(); (void)v;"
+    assert "simd" not in detect(wrap(body, macros))  # the raw text names no intrinsic
+    found = detect(preprocessed(tmp_path, wrap(body, macros)))
+    assert found["simd"] == "line 9: __m256d v = _mm256_setzero_pd(); (void)v;"
+
+
+def test_evasion_token_pasted_omp_pragma(tmp_path: Path) -> None:
+    macros = (
+        "#define CAT(a, b) a##b\n#define STR(x) #x\n#define PRAGMA(x) _Pragma(STR(x))\n"
+        "#define THREADS PRAGMA(CAT(o, mp) CAT(para, llel) for)"
+    )
+    src = wrap("THREADS\n" + NAIVE, macros)
+    assert "openmp" not in detect(src)
+    assert detect(preprocessed(tmp_path, src))["openmp"] == "line 7: #pragma omp parallel for"
+
+
+def test_evasion_simd_pragma_from_a_macro_on_the_loop_line(tmp_path: Path) -> None:
+    macros = '#define VEC _Pragma("omp simd")'
+    src = wrap(NAIVE.replace("for (int k", "VEC for (int k"), macros)
+    assert set(detect(preprocessed(tmp_path, src))) == {"simd"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["1.0 * B[k * N + j]", "alpha * B[k * N + j]", "B[k * N + j] + 0.0", "-(-B[k * N + j])",
+     "(B[k * N + j] * 2.0) / 2.0", "fma(1.0, B[k * N + j], 0.0)", "SCALE(B[k * N + j])"],
+)  # fmt: skip
+def test_evasion_packing_through_arithmetic(value: str, tmp_path: Path) -> None:
+    copy = (
+        "const double alpha = 1.0;\n"
+        f"for (int k = 0; k < K; k++) for (int j = 0; j < N; j++) Bt[j * K + k] = {value};\n"
+    )
+    sig = "#include <stdlib.h>\n#include <math.h>\n#define SCALE(x) (1.0 * (x))"
+    src = wrap(ALLOC + copy + PACK_TAIL, sig)
+    assert set(detect(preprocessed(tmp_path, src))) == {"packing"}
+
+
+def test_products_of_both_inputs_are_not_packing(tmp_path: Path) -> None:
+    body = """
+    double *T = malloc(sizeof(double) * N);
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < N; j++) T[j] = A[i * K] * B[j];
+        for (int j = 0; j < N; j++) C[i * N + j] = T[j];
+    }
+    double *rows[64];
+    for (int k = 0; k < K && k < 64; k++) rows[k] = (double *)B + k * N;
+    free(T);
+    """
+    assert "packing" not in detect(preprocessed(tmp_path, wrap(body, "#include <stdlib.h>")))
+
+
+def test_updates_and_helpers_writing_c_are_not_packing(tmp_path: Path) -> None:
+    helpers = """
+static void scale_row(int n, double a, const double *x, double *y)
+{ for (int j = 0; j < n; j++) y[j] = a * x[j]; }
+static void axpy(int n, double a, const double *x, double *t)
+{ for (int j = 0; j < n; j++) t[j] = t[j] + a * x[j]; }
+"""
+    body = """
+    double *T = calloc((size_t)N, sizeof(double));
+    for (int i = 0; i < M; i++) {
+        scale_row(N, A[i * K], B, C + i * N);
+        for (int k = 1; k < K; k++) axpy(N, A[i * K + k], B + k * N, T);
+        for (int j = 0; j < N; j++) { C[i * N + j] += T[j]; T[j] = 0.0; }
+    }
+    free(T);
+    """
+    src = wrap(body, "#include <stdlib.h>" + helpers)
+    assert detect(preprocessed(tmp_path, src)) == {}
+    copying = src.replace("y[j] = a * x[j]", "y[j] = a * x[j], T2[j] = x[j] * a")
+    copying = copying.replace("#include <stdlib.h>", "#include <stdlib.h>\nstatic double T2[4096];")
+    assert set(detect(preprocessed(tmp_path, copying))) == {"packing"}
+
+
+@pytest.mark.parametrize(
+    "loops",
+    [
+        # jj = 0; while (jj < N) { ...; jj += BS; }
+        """int jj = 0;
+    while (jj < N) {
+        const int je = MIN(jj + BS, N);
+        for (int i = 0; i < M; i++) { int j = jj; while (j < je) { C[i * N + j] = B[j]; j++; } }
+        jj += BS;
+    }""",
+        """int jj = 0;
+    do {
+        for (int i = 0; i < M; i++)
+            for (int j = jj; j < jj + BS && j < N; j++) C[i * N + j] = B[j];
+        jj = jj + BS;
+    } while (jj < N);""",
+        """for (int jj = 0; jj < N;) {
+        for (int i = 0; i < M; i++)
+            for (int j = jj; j < MIN(jj + BS, N); j++) C[i * N + j] = B[j];
+        jj += BS;
+    }""",
+        """for (int jj = N - 1; jj >= 0; jj -= BS)
+        for (int j = jj; j > jj - BS && j >= 0; j--) C[j] = B[j];""",
+    ],
+    ids=["while", "do-while", "for-without-increment", "counting-down"],
+)
+def test_evasion_blocking_without_a_for_step(loops: str, tmp_path: Path) -> None:
+    macros = "#define BS 64\n#define MIN(a, b) ((a) < (b) ? (a) : (b))"
+    src = wrap(loops, macros)
+    assert "cache_blocking" in detect(src)
+    assert set(detect(preprocessed(tmp_path, src))) == {"cache_blocking"}
+
+
+def test_while_zero_is_not_a_loop() -> None:
+    src = Source("do { x(); } while (0); while (0) { y(); } while (n) { n -= 16; }")
+    assert [(loop.cond.strip(), loop.var, loop.step) for loop in src.loops] == [("n", "n", "16")]
+
+
+@pytest.mark.parametrize(
+    ("decl", "macros"),
+    [
+        ("double acc[sizeof(double) / 2][4] = {{0}};", ""),
+        ("double acc[R][R] = {{0}};", "#define R (sizeof(long) / 2)"),
+        ("double acc[sizeof(float)][(int)sizeof(int)] = {{0}};", ""),
+        ("double acc[sizeof(v4) / sizeof(double)][4] = {{0}};",
+         "typedef double v4 __attribute__((vector_size(32)));"),
+    ],
+)  # fmt: skip
+def test_evasion_register_tile_sized_by_sizeof(decl: str, macros: str, tmp_path: Path) -> None:
+    body = f"""
+    for (int i = 0; i + 4 <= M; i += 4)
+        for (int j = 0; j + 4 <= N; j += 4) {{
+            {decl}
+            for (int k = 0; k < K; k++)
+                for (int r = 0; r < 4; r++)
+                    for (int c = 0; c < 4; c++)
+                        acc[r][c] += A[(i + r) * K + k] * B[k * N + j + c];
+            for (int r = 0; r < 4; r++)
+                for (int c = 0; c < 4; c++) C[(i + r) * N + j + c] = acc[r][c];
+        }}
+    """
+    assert "register_blocking" in detect(preprocessed(tmp_path, wrap(body, macros)))
+
+
+def test_evasion_openmp_runtime_called_by_hand(tmp_path: Path) -> None:
+    sig = "extern void GOMP_parallel(void (*)(void *), void *, unsigned, unsigned);"
+    src = wrap("GOMP_parallel(0, 0, 0, 0);\n" + NAIVE, sig)
+    assert "openmp" in detect(preprocessed(tmp_path, src))
+
+
+@pytest.mark.parametrize(
+    ("attribute", "technique"),
+    [
+        ('__attribute__((optimize("O3", "tree-vectorize")))', "simd"),
+        ('__attribute__((__optimize__("-ftree-loop-vectorize")))', "simd"),
+        ('#pragma GCC optimize ("tree-vectorize")\n', "simd"),
+        ('__attribute__((optimize("unroll-loops")))', "loop_unrolling"),
+        ("__attribute__((simd))", "simd"),
+    ],
+)
+def test_evasion_compiler_switched_on_from_the_source(
+    attribute: str, technique: str, tmp_path: Path
+) -> None:
+    src = attribute + wrap(NAIVE)
+    assert set(detect(preprocessed(tmp_path, src))) == {technique}
+
+
+def test_vectoriser_switched_off_is_not_simd(tmp_path: Path) -> None:
+    src = '__attribute__((optimize("no-tree-vectorize")))' + wrap(NAIVE)
+    assert detect(preprocessed(tmp_path, src)) == {}
+
+
+# --------------------------------------------------------------------------- negatives
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "#pragma omp parallel for",
+        "_mm512_fmadd_pd(a, b, c); __m256d x;",
+        "#pragma GCC unroll 8",
+        "for (int jj = 0; jj < N; jj += 64) for (int j = jj; j < jj + 64 && j < N; j++) C[j] = 0;",
+        "for (int k = 0; k < K; k++) Bp[k] = 1.0 * B[k];",
+        "double c0 = 0, c1 = 0, c2 = 0, c3 = 0; for (;;) { c0 += 1; c1 += 1; c2 += 1; c3 += 1; }",
+        'asm("vfmadd231pd %zmm0, %zmm1, %zmm2");',
+    ],
+)
+def test_disabled_code_comments_and_strings_are_not_detected(text: str, tmp_path: Path) -> None:
+    disabled = f"#if 0\n{text}\n#endif\n#ifdef NEVER_DEFINED\n{text}\n#endif\n"
+    unused_macro = "#define UNUSED_" + " \\\n".join(["(x)", text.replace("#", "").strip()])
+    flat = text.replace("\n", " ").replace("*/", "")
+    commented = f"/* {flat} */\n// {flat}\n"
+    quoted = flat.replace('"', "").replace("\\", "")
+    string = f'const char *note = "{quoted}"; (void)note;\n'
+    for body in (disabled, unused_macro + "\n", commented, string):
+        src = wrap(body + NAIVE, "static double Bp[64];")
+        assert detect(preprocessed(tmp_path, src)) == {}, body
+
+
+# --------------------------------------------------------------------------- evasion corpus
+
+
+@pytest.mark.parametrize("path", EVASIONS, ids=lambda p: p.name)
+def test_evasion_corpus_is_caught(path: Path, tmp_path: Path) -> None:
+    """Each attack file breaks its stage's `forbid`; the evidence is the source as gcc
+    -E reads it, or a linemarker forged in it, or (simd, openmp) the compiled object."""
+    fields = header(path)
+    assert fields["expect"] == "violation" and fields["why"]
+    forbidden = names(fields["forbid"])
+    assert forbidden and not unknown_names(forbidden)
+    source = path.read_text()
+    if line_control(source) is not None:
+        return  # the engine refuses linemarkers: they can hide code from own_lines
+    found = set(detect(preprocessed(tmp_path, source)))
+    found |= set(from_object(*compiled(tmp_path, source)))
+    assert found & forbidden
+
+
+def test_evasion_corpus_covers_each_class() -> None:
+    assert len(EVASIONS) >= 8
+    forbidden = set().union(*(names(header(p)["forbid"]) for p in EVASIONS))
+    assert forbidden >= {"simd", "openmp", "packing", "cache_blocking", "register_blocking"}
+
+
+# --------------------------------------------------------------------------- object evidence
+
+NO_VECTORISER = ("-fno-tree-vectorize", "-fno-tree-slp-vectorize")
+
+
+def compiled(tmp_path: Path, source: str, name: str = "cand") -> tuple[list[str], str]:
+    """(undefined symbols, objdump -d text) of `source` compiled as the engine does when a
+    stage forbids simd: the auto-vectoriser off."""
+    (tmp_path / f"{name}.c").write_text(source)
+
+    def run(*argv: str) -> str:
+        done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    run("gcc", "-c", *CFLAGS, *NO_VECTORISER, f"{name}.c")
+    nm = run("nm", "-P", "-u", f"{name}.o")
+    disasm = run("objdump", "-d", "--no-show-raw-insn", f"{name}.o")
+    return [line.split()[0] for line in nm.splitlines() if line.strip()], disasm
+
+
+X86 = """
+0000000000000000 <dgemm>:
+   0:\tvbroadcastsd (%rdi),%ymm0
+   5:\tc5 fd 10 0e          \tvmovupd (%rsi),%ymm1
+   9:\tvxorpd %ymm2,%ymm2,%ymm2
+   d:\tvunpcklpd %xmm1,%xmm0,%xmm0
+  11:\tvfmadd231sd %xmm1,%xmm0,%xmm2
+  16:\taddsd  %xmm1,%xmm0
+  1a:\tvpermpd $0x1b,%ymm0,%ymm1
+  1f:\tvandpd %ymm0,%ymm1,%ymm2
+  23:\tvmovapd %zmm0,%zmm1
+  28:\tvshufpd $0x5,%ymm0,%ymm0,%ymm0
+"""
+
+
+@pytest.mark.parametrize(
+    ("line", "mnemonic"),
+    [
+        ("  30:\tvfmadd231pd %ymm1,%ymm0,%ymm2", "vfmadd231pd"),
+        ("  30:\tc4 e2 fd b8 d1       \tvfmadd231pd %ymm1,%ymm0,%ymm2", "vfmadd231pd"),
+        ("  30:\tvmulpd (%rax){1to8},%zmm1,%zmm0{%k1}", "vmulpd"),
+        ("  30:\taddpd  %xmm1,%xmm0", "addpd"),
+        ("  30:\tvaddps %ymm1,%ymm0,%ymm0", "vaddps"),
+        ("  30:\tvdivpd %xmm1,%xmm0,%xmm0", "vdivpd"),
+        ("  30:\tvsqrtps %ymm1,%ymm0", "vsqrtps"),
+        ("  30:\t{evex} vmaxpd %ymm1,%ymm0,%ymm0", "vmaxpd"),
+        ("  30:\t4e61cc20 \tfmla\tv0.2d, v1.2d, v1.2d", "fmla"),
+        ("  30:\tfadd\tv0.4s, v0.4s, v1.4s", "fadd"),
+        ("  30:\tfmla\tz0.d, p0/m, z1.d, z2.d", "fmla"),
+    ],
+)
+def test_packed_fp_arithmetic_in_the_object(line: str, mnemonic: str) -> None:
+    found = from_object([], X86 + line + "\n")
+    assert found == {"simd": f"object: {mnemonic} (packed FP arithmetic)"}
+
+
+def test_moves_shuffles_logic_and_scalar_are_not_packed_arithmetic() -> None:
+    arm = "   0:\tfmadd\td0, d1, d2, d3\n   4:\tfadd\td0, d0, d1\n   8:\tld1\t{v0.2d}, [x0]\n"
+    assert from_object([], X86 + arm) == {}
+    assert from_object([], None) == {} and from_object([], "") == {}
+
+
+def test_openmp_runtime_symbols() -> None:
+    found = from_object(["memcpy", "GOMP_parallel@GOMP_4.0", "omp_get_thread_num"], None)
+    assert found == {"openmp": "object: calls GOMP_parallel"}
+    assert from_object([" __kmpc_fork_call "], None) == {"openmp": "object: calls __kmpc_fork_call"}
+    assert from_object(["malloc", "free", "fma", "GOMPX", "comp_x"], X86) == {}
+
+
+def _scalar_kernels() -> list[tuple[str, str]]:
+    from hpcq.variants import all_variants
+
+    honest = [(p.name, p.read_text()) for p in HONEST if "simd" not in header(p)["techniques"]]
+    variants = [(repr(v), v.source()) for v in all_variants() if not v.vector_pragma]
+    return honest + variants
+
+
+def test_scalar_kernels_compile_to_no_packed_arithmetic(tmp_path: Path) -> None:
+    """Honest kernels without simd (the corpus and the bootstrap variants), compiled with the
+    auto-vectoriser off, hold no packed FP arithmetic: object evidence never accuses them."""
+    kernels = _scalar_kernels()
+    assert len(kernels) > 40
+    for k, (label, source) in enumerate(kernels):
+        undefined, disasm = compiled(tmp_path, source, f"k{k}")
+        found = from_object(undefined, disasm)
+        assert "simd" not in found, label
+        assert ("openmp" in found) == ("omp parallel" in source), label
+
+
+@pytest.mark.parametrize(
+    "name", ["ladder4_avx512_regblock.c", "vector_ext.c", "omp_simd_reduction.c"]
+)
+def test_simd_kernels_compile_to_packed_arithmetic(name: str, tmp_path: Path) -> None:
+    undefined, disasm = compiled(tmp_path, (CORPUS / "honest" / name).read_text())
+    assert "simd" in from_object(undefined, disasm)
+
+
+# --------------------------------------------------------------------------- constants
+
+
+@pytest.mark.parametrize(
+    ("expr", "value"),
+    [
+        ("sizeof(double) / 2", 4), ("sizeof(long) / 2", 4), ("sizeof (unsigned long long)", 8),
+        ("sizeof(float)", 4), ("sizeof(int) * sizeof(short)", 8), ("sizeof(long double)", 16),
+        ("sizeof(double *)", 8), ("sizeof(double[4]) / sizeof(double)", 4),
+        ("(int)sizeof(char)", 1),
+        ("sizeof(__m256d) / sizeof(double)", 4), ("sizeof 1.0f", 4), ("_Alignof(double)", 8),
+        ("BS / 2", 32), ("-7 / 2", -3), ("1 << 4 | 1", 17), ("BS > 32 ? 2 : 1", 2), ("0x10u", 16),
+    ],
+)  # fmt: skip
+def test_constant_expressions(expr: str, value: int) -> None:
+    assert evaluate(expr, {"BS": "64"}) == value
+
+
+@pytest.mark.parametrize(
+    "expr", ["n", "sizeof(x)", "1 << 70", "LOOP", "(", "1 / 0", "4 4", "(" * 500 + "1" + ")" * 500]
+)
+def test_constant_expressions_without_a_value(expr: str) -> None:
+    assert evaluate(expr, {"LOOP": "LOOP + 1"}) is None
+
+
+# --------------------------------------------------------------------------- cost on 256 KiB
+
+SIZE = 256 * 1024
+HEAD = "void dgemm(int M,int N,int K,const double*A,const double*B,double*C){"
+PATHOLOGICAL = {
+    "nested-blocks": ("for(int i=0;i<M;i+=BS){", "", "}" * 5000),
+    "while-blocks": ("while(i<n){i+=8;", "", "}"),
+    "assignments": ("x=", HEAD + "for(;;){", "}}"),
+    "copies": ("Bp[i]=-(-B[i]);", HEAD + "for(;;){", "}}"),
+    "temporaries": ("double t=B[i];", HEAD, ""),
+    "nested-calls": ("x=f(", "void g(const double*B){for(;;){", ""),
+    "strings": ('"\\\\', "", ""),
+    "asm": ('asm("addsd %xmm0,%xmm1");', "", ""),
+    "sizeof": ("double a[sizeof(sizeof(", "", ""),
+    "pragmas": ('_Pragma("GCC optimize(\\"O3\\")") ', "", ""),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", PATHOLOGICAL, ids=list(PATHOLOGICAL))
+def test_detect_bounded_on_256k_pathological_sources(case: str) -> None:
+    """About a second each on an idle core; the bound leaves room for a loaded 2-core box."""
+    unit, head, tail = PATHOLOGICAL[case]
+    hostile = head + unit * ((SIZE - len(head) - len(tail)) // len(unit)) + tail
+    start = time.process_time()
+    found = detect(hostile)
+    assert time.process_time() - start < 8.0
+    assert set(found) <= set(CATALOGUE)

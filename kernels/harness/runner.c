@@ -137,6 +137,15 @@ static int recv_go(int fd, hq_shape *shape)
     return 1;
 }
 
+/* Reading our own CPU clock makes the kernel book this thread's runtime up to now;
+ * otherwise the part since the last tick (up to 1/HZ) would be booked when we block,
+ * after the judge read our CPU time at READY or DONE, and look like work between calls. */
+static void book_cpu_time(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+}
+
 int main(int argc, char **argv)
 {
     runner_args a;
@@ -163,16 +172,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "runner: candidate has no entry '%s'\n", argv[2]);
         _exit(HQ_RUNNER_LOADFAIL);
     }
+    book_cpu_time();
     send_tag(a.done_fd, HQ_READY);
     hq_shape shape;
     while (recv_go(a.go_fd, &shape)) {
         hq_family_runner.call(entry, &shape, a.ptr);
-        /* Reading our own CPU clock makes the kernel account this thread's runtime up
-         * to now; otherwise the part since the last tick (up to 1/HZ) would be booked
-         * when we block, after the judge read our CPU time at DONE, and look like work
-         * between calls. */
-        struct timespec ts;
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        book_cpu_time();
         send_tag(a.done_fd, HQ_DONE);
     }
     /* _exit: skip the candidate's destructors, the judge has what it needs */

@@ -4,12 +4,39 @@ techniques and satisfies the constraints it is sampled under."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from hpcq import techniques as tq
 from hpcq.outcome import Constraints
 from hpcq.problems import load_problem
 from hpcq.prompts import DEFAULT_STAGE, FixedStages, Stage, build_prompt, fenced
-from hpcq.variants import FAMILIES, allowed, labelled_variants, sample_constraints
+from hpcq.variants import FAMILIES, Variant, allowed, labelled_variants, sample_constraints
+from tests.test_preprocess import preprocessed
+
+# What each template does, written out here from reading the templates (not from
+# hpcq.variants' own table, nor from the detector): rows4 updates C in memory (no
+# accumulators) and its 4-row step is unroll-and-jam, not unrolling.
+TEMPLATE_TECHNIQUES = {
+    "ijk": set(),
+    "ikj": set(),
+    "blocked": {"cache_blocking"},
+    "rows4": set(),
+    "tile4x4": {"register_blocking"},
+    "packed": {"packing"},
+    "unroll4": {"loop_unrolling"},
+}
+
+
+def expected_techniques(v: Variant) -> set[str]:
+    """The family's techniques plus one per pragma the variant declares."""
+    found = set(TEMPLATE_TECHNIQUES[v.family])
+    if v.unroll_pragma:
+        found.add("loop_unrolling")
+    if v.vector_pragma:
+        found.add("simd")
+    if v.openmp:
+        found.add("openmp")
+    return found
 
 
 def test_prompt_names_problem_and_constraints() -> None:
@@ -36,11 +63,28 @@ def test_hint_is_appended() -> None:
     assert "Beat 10 GFLOPS." in user.content
 
 
-def test_every_variant_labelled_by_the_detector() -> None:
+def test_declared_labels() -> None:
+    assert Variant("ijk").techniques() == frozenset()
+    assert Variant("blocked", 64, 4, "omp simd", True).techniques() == {
+        "cache_blocking",
+        "loop_unrolling",
+        "simd",
+        "openmp",
+    }
+    assert Variant("rows4", vector_pragma="GCC ivdep").techniques() == {"simd"}
+    assert {x.techniques for x in labelled_variants()} >= {frozenset(), frozenset({"packing"})}
+
+
+def test_every_variant_labelled_by_the_detector(tmp_path: Path) -> None:
+    """The declared labels are what the detector finds, on the template and on what the
+    compiler reads (gcc -E), so a sample never teaches a violation."""
     variants = labelled_variants()
-    assert {x.variant.family for x in variants} == set(FAMILIES)
+    assert {x.variant.family for x in variants} == set(FAMILIES) == set(TEMPLATE_TECHNIQUES)
     for x in variants:
-        assert x.techniques == frozenset(tq.detect(x.source))
+        expected = expected_techniques(x.variant)
+        assert x.techniques == expected, x.variant
+        assert set(tq.detect(x.source)) == expected, x.variant
+        assert set(tq.detect(preprocessed(tmp_path, x.source))) == expected, x.variant
         assert x.source.startswith(("void dgemm(", "#include <stdlib.h>"))
         assert "omp simd" not in x.source or "GCC unroll" not in x.source
 

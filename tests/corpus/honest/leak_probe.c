@@ -1,5 +1,6 @@
 // expect: ok
 // why: probes what the sandbox leaks and spoils its own product if anything is there: an environment variable beyond the OpenMP settings the judge sets (and bwrap's PWD=/) (the evaluator's credentials, broker URLs), a readable /proc/1/environ or /proc/self/environ, host files (/etc/passwd, /root, the compiler under /usr/bin); it finds environ and open() in libc at run time, so the static gate sees nothing
+// techniques:
 /* Finds a libc symbol at run time without naming it: from memcpy (an allowed symbol)
  * walk back page by page to libc's ELF header, then read its dynamic symbol table. No
  * symbol of the object names the function, so an allow-list of symbols cannot see it. */
