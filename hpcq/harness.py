@@ -23,7 +23,7 @@ from hpcq import procs
 from hpcq.errors import InfraError
 from hpcq.problems import Problem
 
-HARNESS_CFLAGS = ("-O2", "-march=native", "-std=gnu11", "-Wall")
+HARNESS_CFLAGS = ("-O3", "-march=native", "-std=gnu11", "-Wall")
 # The runner links every library a candidate .so may need (check_shared_object allows no
 # other DT_NEEDED): they are loaded at exec, by trusted code, before any seccomp layer,
 # and `ldd runner` then names every file its sandbox must contain.

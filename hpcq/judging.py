@@ -74,7 +74,7 @@ def command(
         "--dims", ",".join(map(str, p.dims)),
         "--check-shapes", ";".join(",".join(map(str, s)) for s in p.check_shapes),
         "--full-check-max-work", str(p.full_check_max_work),
-        "--full-check-rate", str(m.full_check_rate),
+        "--full-check-keep", str(m.full_checks),
         "--cores", ",".join(map(str, request.cores)),
         *(["--judge-core", str(core)] if core is not None else []),
         "--warmup-calls", str(m.warmup_calls),

@@ -135,9 +135,11 @@ class MeasureSettings:
     """...plus this per OpenMP worker: the kernel books a running thread's CPU time at
     ticks and context switches, so a worker's last tick (1/HZ: 4 ms at HZ=250) can be
     booked just after DONE. The runner's own thread is booked exactly."""
-    full_check_rate: float = 0.25
-    """Chance that a benchmark call gets the full comparison with the judge's own
-    product (drawn after the call returned; small shapes only)."""
+    full_checks: int = 8
+    """Benchmark calls compared in full with the judge's own product, besides the first
+    warm-up and the check shapes: chosen at random after each call returned (reservoir
+    sampling: every call equally likely, none predictable) and compared after the run,
+    so the O(n^3) reference never runs between timed calls (small shapes only)."""
 
 
 @dataclass(frozen=True)
@@ -198,8 +200,8 @@ def validate(s: EngineSettings) -> None:
         raise ConfigError("measure: need 1 <= min_calls <= max_calls")
     if m.warmup_calls < 0 or m.min_time_s < 0 or m.peak_margin < 1.0:
         raise ConfigError("measure: warmup_calls and min_time_s >= 0, peak_margin >= 1")
-    if not 0.0 <= m.full_check_rate <= 1.0 or min(m.gap_cpu_s, m.gap_cpu_fraction) < 0:
-        raise ConfigError("measure: full_check_rate in [0, 1], gap_cpu_* >= 0")
+    if not 0 <= m.full_checks <= 64 or min(m.gap_cpu_s, m.gap_cpu_fraction) < 0:
+        raise ConfigError("measure: full_checks in [0, 64], gap_cpu_* >= 0")
     sb = s.sandbox
     if not 0 < sb.tmp_bytes < sb.compile_memory_bytes:
         raise ConfigError("sandbox: need 0 < tmp_bytes < compile_memory_bytes")

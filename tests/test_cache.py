@@ -35,7 +35,7 @@ def test_key_covers_every_setting_a_verdict_depends_on(engine_settings: EngineSe
     base = _key(s)
     changed = {
         "measure": dataclasses.replace(s, measure=MeasureSettings(min_calls=11)),
-        "full checks": dataclasses.replace(s, measure=MeasureSettings(full_check_rate=0.5)),
+        "full checks": dataclasses.replace(s, measure=MeasureSettings(full_checks=4)),
         "sandbox": dataclasses.replace(s, sandbox=SandboxSettings(memory_bytes=1 << 30)),
         "compile caps": dataclasses.replace(s, sandbox=SandboxSettings(max_include_depth=8)),
         "reward": dataclasses.replace(s, reward=RewardSettings(wrong_result=-11.0)),

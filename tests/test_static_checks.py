@@ -102,6 +102,14 @@ LOADTIME = {
         "load-time constructor (.init_array entry 0: function hq_boot",
     ),
     "ctors.c": ("has a .ctors section", "load-time constructor (.init_array entry 0"),
+    "ctor_thread_dies_later.c": (
+        "has a .init_array section, a table of functions the loader calls",
+        "load-time constructor (.init_array entry 0: function start",
+    ),
+    "ctor_fake_seccomp.c": (
+        "has a .init_array section, a table of functions the loader calls",
+        "load-time constructor (.init_array entry 0: function fake_the_sandbox",
+    ),
     "exec_stack.c": ("asks for an executable stack", "asks for an executable stack"),
     "fini_fragment.c": (
         "has code in the .fini section: load-time code is not allowed",

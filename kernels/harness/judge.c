@@ -3,15 +3,16 @@
  *   judge-<family> [options] -- SANDBOX_PREFIX... /sbx/runner /sbx/cand.so ENTRY
  *
  * It owns inputs, timing and verification: fresh random inputs per call, generated in
- * private memory and copied into shared memfds (read-only for the child) only after the
- * call's clock has started; outputs poisoned with NaN; GO/DONE over pipes timed with
- * CLOCK_MONOTONIC; after DONE the outputs are snapshotted first, then every call is
- * checked (inputs unchanged, no writes past the output, the family's fast check, and its
- * full check on check shapes, the first warm-up and calls drawn at random after they
- * returned). The runner's CPU clock is read at DONE and again just before the next GO:
- * a runner that works between calls (a helper thread, spinning on the next inputs) is a
- * violation. Its seccomp filters are counted from outside once it is READY. It prints
- * exactly one JSON line and exits 0; a non-zero exit means a usage error only.
+ * private memory and copied into shared memfds (read-only for the child) while the
+ * runner is stopped, the call's clock started before it goes on; outputs poisoned with
+ * NaN; GO/DONE over pipes timed with CLOCK_MONOTONIC; after DONE the outputs are
+ * snapshotted first, then every call is checked (inputs unchanged, no writes past the
+ * output, the family's fast check; its full check on check shapes and the first warm-up
+ * at once, and on calls kept at random after they returned, after the run). Between
+ * calls no runner thread may run and its CPU clock may not advance (a helper thread,
+ * spinning on the next inputs: a violation). Its seccomp filters are counted from
+ * outside once it is READY. It prints exactly one JSON line and exits 0; a non-zero exit
+ * means a usage error only.
  */
 #define _GNU_SOURCE
 #include <poll.h>
@@ -292,6 +293,19 @@ static void classify_death(judge *J, int phase, const char *during)
 
 /* ---------------------------------------------------------------- calls */
 
+/* After LOAD the runner could not be inspected from outside. A dead runner is the
+ * candidate's doing (a thread of its constructor may kill it at any moment): name the
+ * death. Only a live runner the judge cannot read is the node's failure (infra_error). */
+static int runner_lost(judge *J, const char *why)
+{
+    if (reap(J, 0.5)) {
+        classify_death(J, PH_LOADING, "just after loading the candidate");
+        return -1;
+    }
+    kill_sandbox(J);
+    return fail(J, "infra_error", "%s", why), -1;
+}
+
 static int startup(judge *J)
 {
     double dl = fmin(J->t_spawn + J->o.startup_timeout_s, J->deadline);
@@ -306,11 +320,15 @@ static int startup(judge *J)
         return fail(J, "infra_error", "protocol error during sandbox setup"), -1;
     }
     J->loaded = 1;
-    if (attach_runner(J) != 0)
-        return kill_sandbox(J), -1;
+    int attached = attach_runner(J) == 0; /* a candidate that dies at once is not found */
     r = wait_msg(J, HQ_READY, fmin(now_s() + J->o.startup_timeout_s, J->deadline));
+    if (r == GOT && !attached && attach_runner(J) != 0)
+        return runner_lost(J, "cannot find the sandboxed runner or read its CPU clock");
     if (r == GOT) {
-        if (check_seccomp(J) != 0)
+        int seccomp = check_seccomp(J);
+        if (seccomp == -2)
+            return runner_lost(J, "cannot read the runner's seccomp state");
+        if (seccomp != 0)
             return kill_sandbox(J), -1;
         J->cpu_at_done = runner_cpu_s(J);
         snprintf(J->last_call, sizeof J->last_call, "loading");
@@ -342,76 +360,7 @@ static int idle_ok(judge *J)
     return classify_death(J, PH_IDLE, during), 0;
 }
 
-/* Fresh inputs into the judge's private memory, outputs poisoned. Nothing of the new
- * inputs is visible to the child yet. */
-static void prepare_private(judge *J, const hq_shape *s)
-{
-    hq_rng rng;
-    hq_rng_seed(&rng, input_seed(J));
-    J->fam->fill_inputs(s, J->priv, &rng);
-    for (int i = 0; i < J->fam->nbufs; i++)
-        if (J->fam->buf_is_output[i])
-            memset(J->shared[i], 0xff, J->cap[i]); /* all-ones bytes are NaN doubles/floats */
-}
-
-/* Inside the call's clock: the inputs become visible to the child only now, so starting
- * on them before GO gains nothing (and shows as CPU between calls). */
-static void publish_inputs(judge *J, const hq_shape *s)
-{
-    for (int i = 0; i < J->fam->nbufs; i++)
-        if (!J->fam->buf_is_output[i])
-            memcpy(J->shared[i], J->priv[i], J->fam->buf_bytes(s, i));
-}
-
-/* Right after DONE, before anything else: a private copy of the outputs, so a writer that
- * goes on after DONE cannot change what is verified. */
-static void snapshot_outputs(judge *J, const hq_shape *s)
-{
-    for (int i = 0; i < J->fam->nbufs; i++)
-        if (J->fam->buf_is_output[i])
-            memcpy(J->priv[i], J->shared[i], J->fam->buf_bytes(s, i));
-}
-
-/* Inputs intact, nothing written past the outputs, then the family's checks on the
- * snapshot. `full` < 0: draw now, after the call, whether it gets the full comparison. */
-static int verify(judge *J, const hq_shape *s, const char *what, int full)
-{
-    const hq_judge_family *F = J->fam;
-    char msg[512];
-    for (int i = 0; i < F->nbufs; i++) {
-        size_t used = F->buf_bytes(s, i);
-        if (!F->buf_is_output[i]) {
-            if (memcmp(J->shared[i], J->priv[i], used) != 0)
-                return fail(J, "violation", "modified its const input %s during %s",
-                            F->buf_names[i], what), -1;
-            continue;
-        }
-        const unsigned char *tail = (const unsigned char *)J->shared[i] + used;
-        for (size_t j = 0; j < J->cap[i] - used; j++)
-            if (tail[j] != 0xff)
-                return fail(J, "wrong_result", "wrote past the end of %s during %s",
-                            F->buf_names[i], what), -1;
-    }
-    if (full < 0) /* 53 random bits against the rate: unpredictable to the candidate */
-        full = (double)(fresh_random() >> 11) * 0x1.0p-53 < J->o.full_rate;
-    hq_rng probe; /* drawn only now, after the candidate returned */
-    hq_rng_seed(&probe, fresh_random());
-    double ratio;
-    int rc = F->fast_check(s, J->priv, &probe, &ratio, msg, sizeof msg);
-    if (rc == 0)
-        J->r.freivalds_max = isnan(J->r.freivalds_max) ? ratio : fmax(J->r.freivalds_max, ratio);
-    if (rc == 0 && full) {
-        J->r.full_checks++;
-        rc = F->full_check(s, J->priv, &ratio, msg, sizeof msg);
-        if (rc == 0)
-            J->r.full_max = isnan(J->r.full_max) ? ratio : fmax(J->r.full_max, ratio);
-    }
-    if (rc == -2)
-        return fail(J, "infra_error", "%s", msg), -1;
-    if (rc != 0)
-        return fail(J, "wrong_result", "%s on %s", msg, what), -1;
-    return 0;
-}
+#include "judge_checks.h" /* inputs in and out of the shared buffers, the checks */
 
 /* Send GO without ever blocking: the pipe holds far more than one record, so a full pipe
  * means the child stopped reading its control pipe. */
@@ -437,15 +386,18 @@ static int send_go(judge *J, const hq_shape *s)
 static int do_call(judge *J, const hq_shape *s, const char *what, int full, double *dt)
 {
     prepare_private(J, s);
-    if (!idle_ok(J) || !threads_asleep(J))
+    if (!idle_ok(J) || !threads_asleep(J) || !freeze_runner(J))
         return -1;
-    double limit = fmin(now_s() + J->o.call_timeout_s, J->deadline);
-    double t0 = now_s();
-    publish_inputs(J, s);
-    if (!gap_ok(J, J->last_call_s))
+    publish_inputs(J, s); /* the runner is stopped: nothing of it can see them yet */
+    if (!gap_ok(J, J->last_call_s)) {
+        thaw_runner(J);
         return -1;
+    }
     snprintf(J->last_call, sizeof J->last_call, "%s", what);
     int r = send_go(J, s);
+    double limit = fmin(now_s() + J->o.call_timeout_s, J->deadline);
+    double t0 = now_s(); /* before the thaw: the inputs become visible inside the clock */
+    thaw_runner(J);
     if (r == GARBAGE)
         return -1;
     if (r == GOT)
@@ -487,14 +439,12 @@ static int bench_call(judge *J, const char *kind, long idx, int full, dvec *into
     J->fam->format_shape(&J->o.dims, shp, sizeof shp);
     snprintf(what, sizeof what, "%s call %ld (%s)", kind, idx, shp);
     double t = now_s(), dt;
-    int before = J->r.full_checks;
     if (do_call(J, &J->o.dims, what, full, &dt) != 0)
         return -1;
-    int was_full = J->r.full_checks > before;
     /* a full check is a one-off cost: only the call itself predicts later iterations */
-    J->iter_s = fmax(J->iter_s, was_full ? dt : now_s() - t);
+    J->iter_s = fmax(J->iter_s, full > 0 ? dt : now_s() - t);
     double index = (double)(J->r.warm.n + J->r.times.n + 1);
-    if (dvec_push(into, dt) || (was_full && dvec_push(&J->r.full_calls, index)))
+    if (dvec_push(into, dt) || (full > 0 && dvec_push(&J->r.full_calls, index)))
         return fail(J, "infra_error", "out of memory"), -1;
     return 0;
 }
@@ -510,8 +460,9 @@ static void run_schedule(judge *J)
         if (do_call(J, &o->checks[i], what, 1, &dt) != 0 || dvec_push(&J->r.check, dt))
             return;
     }
-    /* full comparisons of the benchmark shape: the first warm-up, then calls drawn at
-     * random after they returned (-1), where the shape is small enough */
+    /* full comparisons of the benchmark shape: the first warm-up at once, then calls
+     * kept at random after they returned (-1) and compared after the run, where the
+     * shape is small enough */
     int full = J->fam->full_check_work(&o->dims) <= o->full_max_work;
     double t_warm = now_s();
     long cap = o->warmup_calls > o->max_calls ? o->warmup_calls : o->max_calls;
@@ -532,6 +483,9 @@ static void run_schedule(judge *J)
             return;
         sum += J->r.times.v[n];
     }
+    full_check_kept(J);
+    if (J->r.status)
+        return;
     long need = o->min_calls < 3 ? o->min_calls : 3;
     if (n < need)
         fail(J, "timeout", "only %ld timed calls fit in the total timeout of %g s", n,

@@ -25,6 +25,15 @@
 #include "problem.h"
 
 #define MAX_CHECKS 16
+#define MAX_KEEP 64 /* calls kept for the full comparison after the run */
+
+/* A benchmark call kept for the full comparison: the judge's own copies of its inputs and
+ * the snapshot of its outputs. */
+typedef struct {
+    void *bufs[HQ_MAX_BUFS];
+    long index; /* 1-based among benchmark calls, warm-ups first */
+    char what[128];
+} kept_call;
 
 typedef struct {
     double *v;
@@ -39,7 +48,7 @@ typedef struct {
     int have_cores, judge_core;
     long warmup_calls, min_calls, max_calls;
     double warmup_min_s, min_time_s, call_timeout_s, total_timeout_s, startup_timeout_s;
-    double full_rate;      /* probability that a benchmark call gets the full comparison */
+    long full_keep;        /* benchmark calls kept (reservoir) and compared in full after the run */
     double gap_cpu_abs_s;  /* runner CPU allowed between DONE and the next GO: absolute ... */
     double gap_cpu_frac;   /* ... plus this fraction of the call just finished */
     uint64_t seed;
@@ -74,6 +83,9 @@ typedef struct {
     int have_runner_clock, own_filters, loaded; /* loaded: LOAD seen, candidate code may run */
     double cpu_at_done;   /* runner CPU time when the last DONE (or READY) arrived */
     double last_call_s;   /* duration of the last call, scales the gap allowance */
+    kept_call keep[MAX_KEEP];
+    int nkeep;
+    long offered;         /* benchmark calls offered to the reservoir so far */
     double t_start, t_spawn, deadline, iter_s;
     uint64_t seed_state;
     char last_call[128];
@@ -172,8 +184,9 @@ static void usage(void)
             "  --warmup-calls N (3)  --warmup-min-s S (0.2)\n"
             "  --min-calls N (10)  --min-time-s S (1.0)  --max-calls N (1000)\n"
             "  --call-timeout-s S (10)  --total-timeout-s S (120)  --startup-timeout-s S (10)\n"
-            "  --full-check-rate P         chance that a benchmark call is fully compared,\n"
-            "                              drawn after the call (0.25)\n"
+            "  --full-check-keep N         benchmark calls chosen at random after each call\n"
+            "                              (reservoir sampling) and compared in full after\n"
+            "                              the run (8)\n"
             "  --gap-cpu-abs-s S --gap-cpu-frac F   runner CPU allowed between DONE and the\n"
             "                              next GO: S + F x the call's time (0.002, 0.05)\n"
             "  --seed U64                  reproducible inputs (default: getrandom per call)\n"
@@ -253,7 +266,7 @@ static int parse_one(options *o, const hq_judge_family *F, int opt, const char *
     case 'A': return parse_num(v, 1e-3, 1e6, &o->total_timeout_s);
     case 'U': return parse_num(v, 1e-3, 1e6, &o->startup_timeout_s);
     case 'o': o->output_file = v; return 0;
-    case 'R': return parse_num(v, 0, 1, &o->full_rate);
+    case 'R': return parse_count(v, 0, &o->full_keep) || o->full_keep > MAX_KEEP ? -1 : 0;
     case 'g': return parse_num(v, 0, 1e3, &o->gap_cpu_abs_s);
     case 'G': return parse_num(v, 0, 1e3, &o->gap_cpu_frac);
     case 's': {
@@ -275,13 +288,13 @@ static int parse_options(options *o, const hq_judge_family *F, int argc, char **
         {"warmup-min-s", 1, 0, 'S'}, {"min-calls", 1, 0, 'n'}, {"min-time-s", 1, 0, 't'},
         {"max-calls", 1, 0, 'x'}, {"call-timeout-s", 1, 0, 'T'},
         {"total-timeout-s", 1, 0, 'A'}, {"startup-timeout-s", 1, 0, 'U'},
-        {"seed", 1, 0, 's'}, {"output-file", 1, 0, 'o'}, {"full-check-rate", 1, 0, 'R'},
+        {"seed", 1, 0, 's'}, {"output-file", 1, 0, 'o'}, {"full-check-keep", 1, 0, 'R'},
         {"gap-cpu-abs-s", 1, 0, 'g'}, {"gap-cpu-frac", 1, 0, 'G'}, {"help", 0, 0, 'h'},
         {0, 0, 0, 0}};
     *o = (options){.full_max_work = (double)(1 << 27), .judge_core = -1, .warmup_calls = 3,
                    .min_calls = 10, .max_calls = 1000, .warmup_min_s = 0.2, .min_time_s = 1.0,
                    .call_timeout_s = 10, .total_timeout_s = 120, .startup_timeout_s = 10,
-                   .full_rate = 0.25, .gap_cpu_abs_s = 0.002, .gap_cpu_frac = 0.05};
+                   .full_keep = 8, .gap_cpu_abs_s = 0.002, .gap_cpu_frac = 0.05};
     if (F->parse_shape("256,256,256", &o->dims) != 0 ||
         parse_shapes(F, "17,19,23;64,64,64", o->checks, &o->nchecks) != 0)
         o->nchecks = 0;

@@ -6,6 +6,7 @@
  * - find_runner / attach_runner: the runner's pid (the leaf below bwrap) and CPU clock.
  * - check_seccomp: once READY, exactly the judge's own filters + the runner's 2 layers.
  * - threads_asleep: between calls no runner thread is running.
+ * - freeze_runner / thaw_runner: the runner stopped while the next inputs are copied.
  * - gap_ok: runner CPU between DONE and the next GO stays within its allowance. The
  *   kernel books a running thread's CPU at ticks and context switches only, so readings
  *   from outside lag by up to 1/HZ per thread; the runner books its own thread before
@@ -69,20 +70,21 @@ static double runner_cpu_s(judge *J)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* 0 when the runner and its CPU clock are found; -1 otherwise (it may already be dead:
+ * the caller waits for that before calling it the node's failure). */
 static int attach_runner(judge *J)
 {
     J->runner = find_runner(J->pid);
     if (J->runner <= 0)
-        return fail(J, "infra_error", "cannot find the sandboxed runner process"), -1;
+        return -1;
     J->have_runner_clock = clock_getcpuclockid(J->runner, &J->runner_clock) == 0;
-    if (!J->have_runner_clock)
-        return fail(J, "infra_error", "cannot read the runner's CPU clock"), -1;
-    return 0;
+    return J->have_runner_clock ? 0 : -1;
 }
 
 /* Once READY: the runner must carry exactly the judge's own filters plus its two layers,
  * in filter mode, with no_new_privs. Read by the kernel for us, outside the sandbox, so
- * nothing the candidate does in its address space can fake it. */
+ * nothing the candidate does in its address space can fake it. 0: as it must be; -1: a
+ * violation (failed here); -2: /proc could not be read (the runner may be dead). */
 static int check_seccomp(judge *J)
 {
     long mode = proc_status_field(J->runner, "Seccomp");
@@ -90,7 +92,7 @@ static int check_seccomp(judge *J)
     long count = proc_status_field(J->runner, "Seccomp_filters"); /* Linux >= 5.9 */
     J->r.seccomp_filters = (int)count;
     if (mode < 0)
-        return fail(J, "infra_error", "cannot read the runner's seccomp state"), -1;
+        return -2; /* unreadable: the caller tells a dead runner from a broken node */
     if (mode != 2 || nnp != 1)
         return fail(J, "violation", "the runner's seccomp filters are not in force (mode %ld)",
                     mode), -1;
@@ -171,6 +173,58 @@ static int threads_asleep(judge *J)
     }
     return 1;
 }
+
+/* 1 when every thread of the runner is stopped (or gone), 0 otherwise. */
+static int runner_stopped(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return 1; /* gone: the call reports the death */
+    int stopped = 1;
+    struct dirent *e;
+    while (stopped && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        char stat[400], line[512];
+        snprintf(stat, sizeof stat, "%s/%s/stat", path, e->d_name);
+        FILE *f = fopen(stat, "re");
+        if (!f)
+            continue;
+        size_t got = fread(line, 1, sizeof line - 1, f);
+        fclose(f);
+        line[got] = 0;
+        const char *close = strrchr(line, ')');
+        char state = close && close[1] == ' ' ? close[2] : '?';
+        stopped = state == 'T' || state == 't' || state == 'Z' || state == 'X';
+    }
+    closedir(d);
+    return stopped;
+}
+
+/* Freeze the runner (SIGSTOP, which nothing can catch or ignore; sent from outside its pid
+ * namespace, it stops even a namespace's pid 1) and wait until every thread is stopped:
+ * the next inputs are then published to a process that cannot look at them, and the call's
+ * clock starts before it is thawed (thaw_runner). Copying the inputs costs the kernel
+ * nothing, and starting early is impossible rather than merely unrewarded. */
+static int freeze_runner(judge *J)
+{
+    if (kill(J->runner, SIGSTOP) != 0)
+        return 1; /* gone: the call reports the death */
+    double end = now_s() + 1.0;
+    while (!runner_stopped(J->runner)) {
+        if (now_s() > end) {
+            kill_sandbox(J);
+            return fail(J, "timeout", "the kernel could not be stopped between calls within 1 s "
+                                      "(after %s)", J->last_call), 0;
+        }
+        nanosleep(&(struct timespec){0, 20000}, NULL);
+    }
+    return 1;
+}
+
+static void thaw_runner(judge *J) { kill(J->runner, SIGCONT); }
 
 /* Runner CPU spent since the last DONE must stay within the gap allowance: after DONE
  * the runner only returns to its read() of the next GO. */

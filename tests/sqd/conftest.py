@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aio_pika
 import pytest
-import structlog
 from yarl import URL
 
 from hpcq.stages import SqdConfig, load_config
 from hpcq.topology import Topology, delete_namespace
 
 from .helpers import BROKER_URL, fast_default_text
-
-
-@pytest.fixture(autouse=True)
-def _structlog_defaults() -> Iterator[None]:
-    """`hpcq.cli.main`, run in-process by some tests, points structlog at the stderr of
-    that test, which pytest closes afterwards: a later log line would raise ValueError."""
-    yield
-    structlog.reset_defaults()
 
 
 def _broker_up() -> bool:
