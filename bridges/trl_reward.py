@@ -32,9 +32,8 @@ from hpcq.outcome import Constraints, Status
 from hpcq.policy import Sample
 from hpcq.problems import Problem, load_problem
 from hpcq.producer import Producer, ProducerSettings
-from hpcq.reward import check_reward_settings
 from hpcq.rollout import Context, Prompted, score
-from hpcq.settings import RewardSettings
+from hpcq.settings import RewardSettings, check_reward_settings
 from hpcq.topology import Topology
 
 

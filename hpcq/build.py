@@ -1,7 +1,8 @@
 """From an untrusted source to a checked shared object, every step in the sandbox.
 
     preprocess (gcc -E) -> techniques on the candidate's own lines vs the stage ->
-    compile -> object checks (+ object evidence of techniques) -> link -> .so checks
+    compile (that same preprocessed text) -> object checks (+ object evidence of
+    techniques) -> link -> .so checks
 
 The source reaches gcc on stdin and nowhere else: no file of it exists in the sandbox, so
 it cannot include itself (a file including itself twice per level is an exponential
@@ -34,11 +35,11 @@ from hpcq.settings import EngineSettings
 _COMPILE_THREADS = 16  # gcc driver, cc1, as, collect2, ld: processes of the sandboxed uid
 _STDIN = "<stdin>"  # gcc's name for the main file read from stdin
 NO_VECTORIZE = ("-fno-tree-vectorize", "-fno-tree-slp-vectorize")
+"""Added when the stage forbids simd: then packed arithmetic is the candidate's own."""
 LAYOUT_FLAGS = ("-falign-functions=64",)
 """Every function starts on a cache line, wherever the linker puts it: the same code ran
 at 5 or at 10 GFLOPS (ikj at 256 on Zen 3) depending on its address modulo 64, i.e. on
 what else was linked. With this a kernel's speed is its own."""
-"""Added when the stage forbids simd: then packed arithmetic is the candidate's own."""
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,10 @@ class Builder:
         found = tq.detect(own)
         if static and (finding := static_checks.check_techniques(found, self.request.constraints)):
             return Rejected(Status.VIOLATION, finding.message, _names(found))
-        cc = [self.settings.node.cc, *self.compile_flags(), "-x", "c", "-", "-c", "-o", "cand.o"]
-        done = await self._sandboxed(cc, stdin=self.request.source.encode())
+        # The compiler reads the preprocessed text the detector read: one preprocessing,
+        # and nothing compiled that was not inspected.
+        cc = [self.settings.node.cc, *self.compile_flags(), "-x", "cpp-output", "cand.i"]
+        done = await self._sandboxed([*cc, "-c", "-o", "cand.o"])
         if (why := _compile_failure(done, "compilation", self.settings)) is not None:
             return Rejected(Status.COMPILE_ERROR, why, _names(found))
         obj = self._read("cand.o")

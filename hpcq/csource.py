@@ -42,6 +42,8 @@ class Loop:
 _LOOP_KEYWORD = re.compile(r"\b(for|while|do)\b")
 BRACKET_OR_SEMI = re.compile(r"[;()\[\]{}]")
 WORD = re.compile(r"[A-Za-z_]\w*")
+CALL = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
+"""A call (or a function-like macro use): group 1 is the name."""
 FLOAT_TYPES = {
     "double", "float", "__m128d", "__m256d", "__m512d", "__m128", "__m256", "__m512",
     "__m128h", "__m256h", "__m512h", "svfloat64_t", "svfloat32_t", "float64x2_t",

@@ -30,7 +30,7 @@ from hpcq.peak import PeakStore, measure_peak
 from hpcq.problems import Problem, default_kernels_dir, load_problem
 from hpcq.reward import reward_for
 from hpcq.sandbox import Sandbox
-from hpcq.settings import EngineSettings, MeasureSettings
+from hpcq.settings import EngineSettings
 
 log = structlog.get_logger()
 
@@ -123,7 +123,7 @@ class Engine:
         A stored peak can only be too low (noise slows a benchmark, never speeds it up),
         and a too-low peak would reject honest kernels: re-measuring is cheap and rare."""
         fastest = _fastest_gflops(v)
-        ceiling = self.settings.measure.peak_margin * peak * self._threads(work.request)
+        ceiling = self.settings.measure.peak_margin * peak * judging.threads_for(work.request)
         if v.status != Status.OK or fastest <= ceiling:
             return peak
         measured = await measure_peak(
@@ -164,7 +164,7 @@ class Engine:
             node=dataclasses.asdict(s.node),
             problem=problem.id,
             dims=problem.dims,
-            measure=dataclasses.asdict(self._measure(problem)),
+            measure=dataclasses.asdict(judging.measure_for(s, problem)),
             sandbox=dataclasses.asdict(s.sandbox),
             reward=dataclasses.asdict(s.reward),
             constraints=request.constraints.key(),
@@ -197,12 +197,6 @@ class Engine:
             log.warning("eval.infra_error", problem=problem.id, error=str(exc))
             return self._verdict(Status.INFRA_ERROR, str(exc), problem, (), key=key)
 
-    def _measure(self, problem: Problem) -> MeasureSettings:
-        return judging.measure_for(self.settings, problem)
-
-    def _threads(self, request: EvalRequest) -> int:
-        return judging.threads_for(request)
-
     async def _judge(self, work: _Work, binaries: HarnessBinaries) -> JudgeVerdict:
         return await judging.run_judge(
             self.settings, self.sandbox, binaries, work.problem, work.request, work.dir, work.uid
@@ -219,7 +213,7 @@ class Engine:
             raise InfraError("the judge reported ok without timed calls")
         per_call = [v.flops_per_call / t / 1e9 for t in v.times_s if t > 0]
         fastest_any = _fastest_gflops(v)
-        threads = self._threads(work.request)
+        threads = judging.threads_for(work.request)
         ceiling = self.settings.measure.peak_margin * peak_per_core * threads
         if fastest_any > ceiling:
             why = (

@@ -21,12 +21,14 @@ from dataclasses import dataclass
 from hpcq import elf
 from hpcq.elf import DynamicEntry, Elf, ElfError, Relocation, Section, Symbol
 from hpcq.outcome import Constraints
-from hpcq.static_checks import Finding, check_symbols, may_import, printable, printable_list
-
-
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
+from hpcq.static_checks import (
+    Finding,
+    check_symbols,
+    may_import,
+    printable,
+    printable_list,
+    word_set,
+)
 
 # Sections whose contents the loader runs or calls, by the names the linker places.
 _LOADER_CODE = (".init", ".fini")
@@ -38,7 +40,7 @@ _TABLE_TYPES = {
 }
 # Names the toolchain defines in a linked library (crt files, ld, libgcc's CPU model):
 # a candidate's own definition could pass for the toolchain's in cand.so.
-_RESERVED = _words(
+_RESERVED = word_set(
     """
     _init _fini _start frame_dummy __do_global_dtors_aux register_tm_clones
     deregister_tm_clones __frame_dummy_init_array_entry completed.0 __dso_handle
@@ -53,7 +55,7 @@ _RESERVED = _words(
 # pulled in by __builtin_cpu_supports. Found by name in cand.so's .symtab, which is
 # trustworthy because check_object refuses any candidate symbol with a reserved name.
 _TOOLCHAIN_CONSTRUCTORS = frozenset({"__cpu_indicator_init"})
-_NEEDED = _words(
+_NEEDED = word_set(
     """
     libc.so.6 libm.so.6 libgomp.so.1 libgcc_s.so.1 ld-linux-x86-64.so.2 ld-linux-aarch64.so.1
     """

@@ -19,9 +19,8 @@ import re
 from bisect import bisect_right
 
 from hpcq.cdecl import ASSIGN, float_arrays
-from hpcq.csource import WORD, Source, split_top, words
+from hpcq.csource import CALL, WORD, Source, split_top, words
 
-_CALL = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
 # an `=` after what can end a store's target: `]`, `)`, `++`, `--` or `*name`
 _STORE_EQ = re.compile(r"(?:[\])]|\+\+|--|\*\s*\w+)\s*(=)(?!=)")
 _STORE_CALL = re.compile(r"store|stream|scatter|(?:^|[_v])st\d", re.I)
@@ -60,7 +59,7 @@ def _scopes(src: Source, functions: list[tuple[str, str, int, int]]) -> list[_Sc
         before = sum(map(len, outputs.values()))
         scopes = [_Scope(src, *f, outputs.get(f[0], set())) for f in functions]
         for scope in scopes:
-            for m in _CALL.finditer(src.text, scope.start, scope.end):
+            for m in CALL.finditer(src.text, scope.start, scope.end):
                 callee = params.get(m.group(1))
                 close = src.match.get(m.end() - 1)
                 if callee is None or close is None or close - m.end() > VALUE_CHARS:
@@ -167,7 +166,7 @@ class _Scope:
 
 def _pointer_arithmetic(value: str) -> bool:
     """No subscript, no dereference, no call: at most pointer arithmetic."""
-    return "[" not in value and not _UNARY_STAR.search(value) and not _CALL.search(value)
+    return "[" not in value and not _UNARY_STAR.search(value) and not CALL.search(value)
 
 
 def _packing_in(scope: _Scope) -> int | None:
@@ -188,7 +187,7 @@ def _packing_in(scope: _Scope) -> int | None:
             continue  # `t[j] = t[j] + a * x[j]` updates its buffer: not a copy
         if len(scope.reads(m.end(), value_end)) == 1:
             hits.append(m.start(1))
-    for m in _CALL.finditer(src.text, start, end):
+    for m in CALL.finditer(src.text, start, end):
         if _copy_call(scope, m, excluded):
             hits.append(m.start())
     return min(hits, default=None)

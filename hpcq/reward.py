@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import math
 
-from hpcq.errors import ConfigError
 from hpcq.outcome import EvalResult, Status
-from hpcq.settings import SHAPINGS, RewardSettings
+from hpcq.settings import RewardSettings
 
 
 def reward_for(
@@ -55,21 +54,6 @@ def training_reward(outcome: EvalResult, settings: RewardSettings) -> float | No
     infra_error; ValueError when an ok result lacks gflops, or lacks peak_gflops under
     fraction_of_peak (a consumer too old to report it)."""
     return reward_for(outcome.status, outcome.gflops, settings, peak_gflops=outcome.peak_gflops)
-
-
-def check_reward_settings(settings: RewardSettings, section: str = "reward") -> None:
-    """Fail fast on settings `reward_for` cannot apply; the message names the fix."""
-    if settings.shaping not in SHAPINGS:
-        raise ConfigError(
-            f"{section}.shaping = {settings.shaping!r}: choose one of {', '.join(SHAPINGS)}"
-        )
-    if settings.shaping == "log_speedup" and not (
-        settings.baseline_gflops and settings.baseline_gflops > 0
-    ):
-        raise ConfigError(f"{section}.shaping = 'log_speedup' needs {section}.baseline_gflops > 0")
-    tiers = [getattr(settings, str(s)) for s in Status if s not in (Status.OK, Status.INFRA_ERROR)]
-    if not all(math.isfinite(t) for t in tiers):
-        raise ConfigError(f"[{section}]: every failure tier must be a finite number")
 
 
 def describe(settings: RewardSettings) -> str:

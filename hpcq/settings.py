@@ -14,6 +14,7 @@ Unknown keys and wrong types fail fast with a message that names the key and the
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
 import tempfile
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hpcq.errors import ConfigError
+from hpcq.outcome import Status
 
 Shaping = Literal["gflops", "log_speedup", "fraction_of_peak"]
 SHAPINGS: tuple[str, ...] = typing.get_args(Shaping)
@@ -188,13 +190,24 @@ class EngineSettings:
         validate(self)
 
 
-def validate(s: EngineSettings) -> None:
-    if s.reward.shaping not in SHAPINGS:
+def check_reward_settings(settings: RewardSettings, section: str = "reward") -> None:
+    """Fail fast on reward settings `hpcq.reward.reward_for` cannot apply; the message
+    names the fix. The engine's `[reward]` and a training run's go through it alike."""
+    if settings.shaping not in SHAPINGS:
         raise ConfigError(
-            f"reward.shaping = {s.reward.shaping!r}: choose one of {', '.join(SHAPINGS)}"
+            f"{section}.shaping = {settings.shaping!r}: choose one of {', '.join(SHAPINGS)}"
         )
-    if s.reward.shaping == "log_speedup" and not s.reward.baseline_gflops:
-        raise ConfigError("reward.shaping = 'log_speedup' needs reward.baseline_gflops > 0")
+    if settings.shaping == "log_speedup" and not (
+        settings.baseline_gflops and settings.baseline_gflops > 0
+    ):
+        raise ConfigError(f"{section}.shaping = 'log_speedup' needs {section}.baseline_gflops > 0")
+    tiers = [getattr(settings, str(s)) for s in Status if s not in (Status.OK, Status.INFRA_ERROR)]
+    if not all(math.isfinite(t) for t in tiers):
+        raise ConfigError(f"[{section}]: every failure tier must be a finite number")
+
+
+def validate(s: EngineSettings) -> None:
+    check_reward_settings(s.reward)
     m = s.measure
     if m.min_calls < 1 or m.max_calls < m.min_calls:
         raise ConfigError("measure: need 1 <= min_calls <= max_calls")

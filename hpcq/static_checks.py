@@ -22,7 +22,8 @@ from hpcq.outcome import Constraints
 MAX_SOURCE_BYTES = 256 * 1024
 
 
-def _words(text: str) -> frozenset[str]:
+def word_set(text: str) -> frozenset[str]:
+    """The whitespace-separated words of `text` (symbol lists written as prose)."""
     return frozenset(text.split())
 
 
@@ -30,7 +31,7 @@ def _words(text: str) -> frozenset[str]:
 # __stack_chk_fail / *_chk for hardening; then allocation and libm; libgcc's CPU model
 # for __builtin_cpu_supports dispatch (its constructor only runs cpuid) and the TLS
 # accessor for `static __thread` scratch (it allocates, nothing else).
-_ALLOWED = _words(
+_ALLOWED = word_set(
     """
     memcpy memmove memset memcmp __memcpy_chk __memmove_chk __memset_chk __stack_chk_fail
     malloc calloc realloc free aligned_alloc posix_memalign _GLOBAL_OFFSET_TABLE_

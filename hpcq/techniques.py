@@ -94,7 +94,7 @@ from collections.abc import Callable, Iterable
 
 from hpcq import packing
 from hpcq.cdecl import ASSIGN, STATEMENT_CHARS, assignments, float_arrays, float_scalars
-from hpcq.csource import Loop, Source, words
+from hpcq.csource import CALL, Loop, Source, words
 from hpcq.cstrip import ASM_OPEN
 
 CATALOGUE: tuple[str, ...] = (
@@ -323,12 +323,10 @@ def _packed_asm(code: str) -> bool:
 
 # --------------------------------------------------------------------------- cache blocking
 
-_CALL = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
-
 
 def _has_min(expr: str) -> bool:
     """A `min(...)`-like call (min, MIN, imin, fmin, min_int) or a ternary."""
-    return "?" in expr or any("min" in m.group(1).lower() for m in _CALL.finditer(expr))
+    return "?" in expr or any("min" in m.group(1).lower() for m in CALL.finditer(expr))
 
 
 def _cache_blocking(src: Source) -> int | None:

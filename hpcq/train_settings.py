@@ -26,8 +26,7 @@ from typing import Any, Literal
 
 from hpcq.advantages import AdvantageSettings
 from hpcq.errors import ConfigError
-from hpcq.reward import check_reward_settings
-from hpcq.settings import RewardSettings, load_section
+from hpcq.settings import RewardSettings, check_reward_settings, load_section
 
 LossType = Literal["grpo", "dr_grpo", "dapo"]
 Backend = Literal["hf", "vllm"]

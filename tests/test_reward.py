@@ -6,8 +6,8 @@ import pytest
 
 from hpcq.errors import ConfigError
 from hpcq.outcome import EvalResult, Status
-from hpcq.reward import check_reward_settings, describe, reward_for, training_reward
-from hpcq.settings import RewardSettings
+from hpcq.reward import describe, reward_for, training_reward
+from hpcq.settings import RewardSettings, check_reward_settings
 
 
 @pytest.mark.parametrize(

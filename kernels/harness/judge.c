@@ -124,24 +124,33 @@ static double ru_cpu_s(const struct rusage *ru)
            (double)(ru->ru_utime.tv_usec + ru->ru_stime.tv_usec) * 1e-6;
 }
 
+/* Up to `max` child pids of `pid` (its main thread's children), into `out`; the count. */
+static int children_of(pid_t pid, pid_t *out, int max)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid, (int)pid);
+    FILE *f = fopen(path, "re");
+    int n = 0, c;
+    while (f && n < max && fscanf(f, "%d", &c) == 1)
+        out[n++] = c;
+    if (f)
+        fclose(f);
+    return n;
+}
+
 /* SIGKILL the children of pid; with leaves_only, only the processes at the bottom of
  * the tree (the runner), so that bwrap reaps them and exits normally. */
 static void kill_tree(pid_t pid, int depth, int leaves_only)
 {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid, (int)pid);
-    FILE *f = depth < 8 ? fopen(path, "re") : NULL;
-    int any = 0, c;
-    while (f && fscanf(f, "%d", &c) == 1) {
-        any = 1;
+    pid_t kids[64];
+    int n = depth < 8 ? children_of(pid, kids, 64) : 0;
+    for (int i = 0; i < n; i++) {
         if (leaves_only)
-            kill_tree(c, depth + 1, 1);
+            kill_tree(kids[i], depth + 1, 1);
         else
-            kill(c, SIGKILL);
+            kill(kids[i], SIGKILL);
     }
-    if (f)
-        fclose(f);
-    if (leaves_only && !any && depth > 0)
+    if (leaves_only && n == 0 && depth > 0)
         kill(pid, SIGKILL);
 }
 
@@ -319,7 +328,6 @@ static int startup(judge *J)
                         J->o.startup_timeout_s), -1;
         return fail(J, "infra_error", "protocol error during sandbox setup"), -1;
     }
-    J->loaded = 1;
     int attached = attach_runner(J) == 0; /* a candidate that dies at once is not found */
     r = wait_msg(J, HQ_READY, fmin(now_s() + J->o.startup_timeout_s, J->deadline));
     if (r == GOT && !attached && attach_runner(J) != 0)
@@ -389,7 +397,7 @@ static int do_call(judge *J, const hq_shape *s, const char *what, int full, doub
     if (!idle_ok(J) || !threads_asleep(J) || !freeze_runner(J))
         return -1;
     publish_inputs(J, s); /* the runner is stopped: nothing of it can see them yet */
-    if (!gap_ok(J, J->last_call_s)) {
+    if (!gap_ok(J)) {
         thaw_runner(J);
         return -1;
     }
@@ -443,7 +451,7 @@ static int bench_call(judge *J, const char *kind, long idx, int full, dvec *into
         return -1;
     /* a full check is a one-off cost: only the call itself predicts later iterations */
     J->iter_s = fmax(J->iter_s, full > 0 ? dt : now_s() - t);
-    double index = (double)(J->r.warm.n + J->r.times.n + 1);
+    double index = (double)call_index(J);
     if (dvec_push(into, dt) || (full > 0 && dvec_push(&J->r.full_calls, index)))
         return fail(J, "infra_error", "out of memory"), -1;
     return 0;

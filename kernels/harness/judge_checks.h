@@ -61,7 +61,7 @@ static int keep_for_full_check(judge *J, const hq_shape *s, const char *what)
             return fail(J, "infra_error", "out of memory keeping a call"), -1;
         memcpy(kc->bufs[i], J->priv[i], J->fam->buf_bytes(s, i));
     }
-    kc->index = (long)(J->r.warm.n + J->r.times.n + 1);
+    kc->index = call_index(J);
     snprintf(kc->what, sizeof kc->what, "%s", what);
     return 0;
 }

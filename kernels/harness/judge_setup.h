@@ -80,7 +80,7 @@ typedef struct {
     int go_r, go_w, done_r, done_w, out_w, out_r, devnull, pidfd, reaped;
     pid_t pid, runner;    /* runner: the sandboxed runner process, found after LOAD */
     clockid_t runner_clock;
-    int have_runner_clock, own_filters, loaded; /* loaded: LOAD seen, candidate code may run */
+    int have_runner_clock, own_filters;
     double cpu_at_done;   /* runner CPU time when the last DONE (or READY) arrived */
     double last_call_s;   /* duration of the last call, scales the gap allowance */
     kept_call keep[MAX_KEEP];
@@ -154,6 +154,9 @@ static void output_head(judge *J, char *out, size_t len)
     while (n > 0 && out[n - 1] == ' ')
         out[--n] = 0;
 }
+
+/* 1-based index of the next benchmark call (warm-ups first), as the verdict lists them. */
+static long call_index(const judge *J) { return (long)(J->r.warm.n + J->r.times.n + 1); }
 
 static uint64_t fresh_random(void)
 {

@@ -44,19 +44,13 @@ static pid_t find_runner(pid_t top)
 {
     pid_t p = top;
     for (int depth = 0; depth < 4; depth++) {
-        char path[64];
-        snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)p, (int)p);
-        FILE *f = fopen(path, "re");
-        int c, first = -1, n = 0;
-        while (f && fscanf(f, "%d", &c) == 1)
-            first = n++ ? first : c;
-        if (f)
-            fclose(f);
+        pid_t kids[2];
+        int n = children_of(p, kids, 2);
         if (n == 0)
             return depth > 0 ? p : -1;
         if (n > 1)
             return -1;
-        p = first;
+        p = kids[0];
     }
     return -1;
 }
@@ -118,8 +112,9 @@ static long long thread_runtime_ns(pid_t pid, long tid)
     return ns;
 }
 
-/* Threads of the runner in state R (running or runnable), up to `max`; -1 if unreadable. */
-static int running_threads(pid_t pid, long *tids, int max)
+/* Up to `max` threads of `pid` with their scheduler state (R, S, D, T, t, Z, ...) from
+ * /proc/<pid>/task/<tid>/stat; the count, or -1 when the process is gone. */
+static int thread_states(pid_t pid, long *tids, char *states, int max)
 {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
@@ -140,8 +135,8 @@ static int running_threads(pid_t pid, long *tids, int max)
         fclose(f);
         line[got] = 0;
         const char *close = strrchr(line, ')'); /* the state follows "(comm) " */
-        if (close && close[1] == ' ' && close[2] == 'R')
-            tids[n++] = strtol(e->d_name, NULL, 10);
+        tids[n] = strtol(e->d_name, NULL, 10);
+        states[n++] = close && close[1] == ' ' ? close[2] : '?';
     }
     closedir(d);
     return n;
@@ -153,11 +148,15 @@ static int running_threads(pid_t pid, long *tids, int max)
  * sleep, or booking its last slice, is not. Checked before the next call's clock starts. */
 static int threads_asleep(judge *J)
 {
-    long tids[16];
-    int n = running_threads(J->runner, tids, 16);
-    if (n <= 0)
+    long all[64], tids[64];
+    char states[64];
+    int threads = thread_states(J->runner, all, states, 64), n = 0;
+    for (int i = 0; i < threads; i++)
+        if (states[i] == 'R')
+            tids[n++] = all[i];
+    if (n == 0)
         return 1; /* none running, or the runner is gone (the call reports its death) */
-    long long before[16];
+    long long before[64];
     for (int i = 0; i < n; i++)
         before[i] = thread_runtime_ns(J->runner, tids[i]);
     nanosleep(&(struct timespec){0, 20000000}, NULL);
@@ -177,30 +176,13 @@ static int threads_asleep(judge *J)
 /* 1 when every thread of the runner is stopped (or gone), 0 otherwise. */
 static int runner_stopped(pid_t pid)
 {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
-    DIR *d = opendir(path);
-    if (!d)
-        return 1; /* gone: the call reports the death */
-    int stopped = 1;
-    struct dirent *e;
-    while (stopped && (e = readdir(d)) != NULL) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9')
-            continue;
-        char stat[400], line[512];
-        snprintf(stat, sizeof stat, "%s/%s/stat", path, e->d_name);
-        FILE *f = fopen(stat, "re");
-        if (!f)
-            continue;
-        size_t got = fread(line, 1, sizeof line - 1, f);
-        fclose(f);
-        line[got] = 0;
-        const char *close = strrchr(line, ')');
-        char state = close && close[1] == ' ' ? close[2] : '?';
-        stopped = state == 'T' || state == 't' || state == 'Z' || state == 'X';
-    }
-    closedir(d);
-    return stopped;
+    long tids[64];
+    char states[64];
+    int n = thread_states(pid, tids, states, 64);
+    for (int i = 0; i < n; i++)
+        if (states[i] != 'T' && states[i] != 't' && states[i] != 'Z' && states[i] != 'X')
+            return 0;
+    return 1; /* all stopped, or gone: the call reports the death */
 }
 
 /* Freeze the runner (SIGSTOP, which nothing can catch or ignore; sent from outside its pid
@@ -228,13 +210,13 @@ static void thaw_runner(judge *J) { kill(J->runner, SIGCONT); }
 
 /* Runner CPU spent since the last DONE must stay within the gap allowance: after DONE
  * the runner only returns to its read() of the next GO. */
-static int gap_ok(judge *J, double last_call_s)
+static int gap_ok(judge *J)
 {
     double now = runner_cpu_s(J), gap = now - J->cpu_at_done;
     if (!isfinite(gap))
         return 1; /* the runner is gone: the death is reported by the call itself */
     J->r.gap_cpu_max_s = fmax(J->r.gap_cpu_max_s, gap);
-    double allowed = J->o.gap_cpu_abs_s + J->o.gap_cpu_frac * last_call_s;
+    double allowed = J->o.gap_cpu_abs_s + J->o.gap_cpu_frac * J->last_call_s;
     if (gap <= allowed)
         return 1;
     kill_sandbox(J);
