@@ -17,8 +17,9 @@ help:
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# The core and dev tools only: never a bare `torch` (several GB of CUDA wheels).
-	$(PY) -m pip install -q -e '.[dev]'
+	# The core, dev tools and the optional extras the tests exercise (telemetry, plots);
+	# never a bare `torch` (several GB of CUDA wheels).
+	$(PY) -m pip install -q -e '.[dev,mqtt,prometheus,watch,plots]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -84,6 +85,7 @@ PRODUCER_ARGS ?=
 
 # The main job on one machine: builds the small model if missing, starts consumers (and
 # the SQD controller with DEMO_SQD=1), runs GRPO for DEMO_STEPS, writes runs/<id>/report.md.
+# DEMO_ASYNC=1: asynchronous rollouts (sample one step ahead while kernels are measured).
 demo: install-ml install-system services
 	DEMO_STEPS=$(DEMO_STEPS) $(PY) -m bridges.demo
 
@@ -93,5 +95,8 @@ run-producer: install-ml services
 	    --config ops/configs/bootstrap-small.toml \
 	    --run-dir runs/producer-$$(date +%Y%m%d-%H%M%S) $(PRODUCER_ARGS)
 
+# Sync vs async rollouts (K = 2, 4), step time, idle fraction, learning curves; BENCH_ARGS
+# e.g. "--steps 20 --modes sync,async-k4".
+BENCH_ARGS ?=
 bench-train: install-ml install-system services
-	$(PY) bench/bench_train.py
+	$(PY) bench/bench_train.py $(BENCH_ARGS)

@@ -93,7 +93,12 @@ def corpus(n: int, seed: int) -> Iterator[tuple[tuple[Message, ...], str]]:
     like a stage's (the fixed default stage among them), 40% under the SQD config's
     stages with their text."""
     rng = random.Random(seed)
-    problems = [p for p in catalogue(default_kernels_dir()).values() if p.family == "dgemm"]
+    # Held-out problems never reach training data: evaluating on them measures generalisation.
+    problems = [
+        p
+        for p in catalogue(default_kernels_dir()).values()
+        if p.family == "dgemm" and not p.held_out
+    ]
     stages = sqd_stages(seed)
     for _ in range(n):
         problem = rng.choice(problems)

@@ -1,6 +1,6 @@
 """`make demo`: the main job end to end on one machine.
 
-    python -m bridges.demo [--steps N] [--model DIR] [--runs-dir runs]
+    python -m bridges.demo [--steps N] [--model DIR] [--runs-dir runs] [--async-rollouts]
 
 1. makes sure RabbitMQ answers on the URL (starts a stopped local `rabbitmq-server`;
    says how to install it when there is none);
@@ -11,6 +11,8 @@
    if missing) for N steps, printing a line per step. Without `--sqd` every prompt is
    under the default stage (every technique allowed), which makes the reward curves of
    two runs comparable; with it, stage changes move the curve as the stages allow;
+   then `hpcq evaluate` samples the initial and the trained model on the held-out suite
+   (`--eval-k`, 4 per problem; DEMO_EVAL=0 skips it) for a before/after table;
 4. stops everything it started, also on Ctrl-C or SIGTERM, removes its queues, and
    writes `runs/<run-id>/` with metrics, `curves.png` and `report.md`.
 The last line printed is JSON: the run directory, the verdict and the pids it started.
@@ -163,6 +165,32 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def evaluate_before_after(
+    args: argparse.Namespace, top: list[str], namespace: str, run_dir: Path, node_class: str
+) -> str:
+    """`hpcq evaluate` of the initial model against the trained one on the held-out suite,
+    with the training's sampling settings: a section for the report."""
+    from hpcq.cli_evaluate import before_after
+    from hpcq.train_settings import load_train_settings
+
+    print(
+        f"evaluating the initial and the trained model (held-out suite, K={args.eval_k})",
+        flush=True,
+    )
+    policy = load_train_settings(SMALL_CONFIG).policy
+    tokens = args.max_new_tokens or policy.max_new_tokens
+    argv = [*top, "evaluate", "--namespace", namespace, "--amqp-url", args.amqp_url]
+    argv += ["--model", f"initial={args.model or 'bootstrap'}", "--model", f"trained={run_dir}"]
+    argv += ["--suite", "held-out", "-k", str(args.eval_k), "--out", str(run_dir / "eval")]
+    argv += ["--node-class", node_class, "--max-new-tokens", str(tokens)]
+    argv += ["--threads", str(policy.threads)]
+    try:
+        return asyncio.run(before_after(argv))
+    except Exception as exc:  # the training report stands without it
+        print(f"demo: the evaluation failed: {exc!r}", file=sys.stderr)
+        return f"## Before and after training\n\n`hpcq evaluate` failed: {exc!r}\n"
+
+
 def run(args: argparse.Namespace) -> int:
     problem = ensure_broker(args.amqp_url)
     if problem is not None:
@@ -183,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
     children = Children()
     signal.signal(signal.SIGTERM, _interrupt)
     interrupted = False
+    section = ""  # the before/after evaluation
     try:
         consumer = [sys.executable, "-m", "hpcq", *top, "consumer", "--namespace", namespace]
         consumer += ["--amqp-url", args.amqp_url]
@@ -198,6 +227,8 @@ def run(args: argparse.Namespace) -> int:
         argv += ["--train-config", str(SMALL_CONFIG), "--problems", args.problems]
         argv += ["--node-class", settings.node.name]
         argv += ["--stages", "sqd" if args.sqd else "fixed"]
+        if args.async_rollouts:  # sample one step ahead while the kernels are measured
+            argv += ["--max-staleness", "1"]
         if args.model:
             argv += ["--model", args.model]
         for flag in ("group_size", "prompts_per_step", "max_new_tokens"):
@@ -205,6 +236,8 @@ def run(args: argparse.Namespace) -> int:
                 argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
         parsed = parser_with_training().parse_args(argv)
         asyncio.run(parsed.func(parsed))
+        if args.eval_k > 0:
+            section = evaluate_before_after(args, top, namespace, run_dir, settings.node.name)
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: stopping what the demo started", file=sys.stderr)
@@ -218,7 +251,12 @@ def run(args: argparse.Namespace) -> int:
     notes = ["Interrupted before the last step."] if interrupted else []
     if args.sqd:
         notes.append("Prompts followed the SQD controller's stages (`hpcq archive show`).")
+    if args.async_rollouts:
+        notes.append("Asynchronous rollouts (max_staleness 1): sampled one step ahead.")
     path = run_report.write(run_dir, run_id, rows, base, notes)
+    if section:
+        with path.open("a") as report:
+            report.write("\n" + section)
     summary = run_report.summarize(rows)
     print(path.read_text().splitlines()[2])
     print(
@@ -250,9 +288,22 @@ def main(argv: list[str] | None = None) -> int:
         default=env("DEMO_SQD", "") not in ("", "0"),
         help="also run the SQD controller and follow its stages (env DEMO_SQD=1)",
     )
+    p.add_argument(
+        "--async-rollouts",
+        action="store_true",
+        default=env("DEMO_ASYNC", "") not in ("", "0"),
+        help="asynchronous rollouts, max_staleness 1 (env DEMO_ASYNC=1)",
+    )
     p.add_argument("--group-size", type=int, default=None)
     p.add_argument("--prompts-per-step", type=int, default=None)
     p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument(
+        "--eval-k",
+        type=int,
+        default=0 if env("DEMO_EVAL", "1") == "0" else int(env("DEMO_EVAL_K", "4")),
+        help="after training, evaluate the initial vs the trained model on the held-out suite "
+        "with K samples per problem; 0 skips it (env DEMO_EVAL=0, DEMO_EVAL_K)",
+    )
     return run(p.parse_args(argv))
 
 

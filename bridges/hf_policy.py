@@ -17,13 +17,26 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
-from bridges.grpo_loss import grpo_loss, token_weights
+from bridges.grpo_loss import grpo_loss, token_weights, truncated_is_weights
 from hpcq.policy import Sample, Scored, UpdateStats
 from hpcq.prompts import Message
 from hpcq.train_settings import PolicySettings
+
+
+def _last_hidden(model: Any, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    """The decoder's final (normed) hidden states, (B, W, H): what the lm_head reads.
+
+    A causal LM of transformers exposes its decoder through `get_decoder()`; under peft
+    the LoRA layers are injected into it in place, so the adapter (or `disable_adapter`)
+    applies here too."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    out = base.get_decoder()(input_ids=ids, attention_mask=attn)
+    hidden: torch.Tensor = out.last_hidden_state
+    return hidden
 
 
 def pick_device(name: str) -> torch.device:
@@ -52,7 +65,11 @@ def chat_ids(tokenizer: Any, messages: Sequence[Message], max_tokens: int) -> li
 
 
 class HFPolicy:
-    def __init__(self, settings: PolicySettings, model_path: str) -> None:
+    def __init__(
+        self, settings: PolicySettings, model_path: str, *, model: Any = None, tokenizer: Any = None
+    ) -> None:
+        """`model`/`tokenizer`: already built ones instead of loading `model_path` (the
+        GPU check builds a randomly initialised 14B-shaped model in memory)."""
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         self.settings = settings
         self.model_path = model_path
@@ -61,10 +78,12 @@ class HFPolicy:
         torch.manual_seed(settings.seed)
         self.device = pick_device(settings.device)
         dtype = getattr(torch, settings.dtype)
-        self.tokenizer = load_tokenizer(model_path)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_path)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = cast(Any, AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype))
+        if model is None:
+            model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        self.model = cast(Any, model)
         self.model.to(self.device)
         if settings.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
@@ -157,7 +176,14 @@ class HFPolicy:
         self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], grad: bool, model: Any = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """log pi(completion token | prefix) at the sampling temperature, with the
-        entropy of each step's distribution: (B, T) each, plus the (B, T) mask."""
+        entropy of each step's distribution: (B, T) each, plus the (B, T) mask.
+
+        The (B, T, V) logits are never built whole: the decoder's last hidden states at
+        the completion positions, (B, T, H), go through the lm_head `logprob_chunk_tokens`
+        positions at a time, and under grad each chunk is recomputed in the backward pass
+        (activation checkpointing), so only (B, chunk, V) exists at once. At 14B (V =
+        152k, B = 8, T = 512) the full fp32 tensor would be 2.5 GB, twice over with its
+        log-softmax."""
         model = model or self.model
         lengths = [len(p) + len(c) for p, c in pairs]
         width = max(lengths)
@@ -173,21 +199,35 @@ class HFPolicy:
         offsets = torch.arange(t_max)[None, :]  # (1, T)
         mask = (offsets < torch.tensor([len(c) for _, c in pairs])[:, None]).float()  # (B, T)
         where = (start + offsets).clamp(max=width - 2)  # (B, T) logits positions
-        # Only the positions from the shortest prompt on get logits (`logits_to_keep`): the
-        # prompt's (B, L, V) logits would dominate the memory of a long-prompt large model.
-        keep = width - (min(len(p) for p, _ in pairs) - 1)
         ids, attn, where, mask = (x.to(self.device) for x in (ids, attn, where, mask))
+        targets = torch.gather(ids, 1, where + 1)  # (B, T) the token each position predicts
         with torch.set_grad_enabled(grad):
-            logits = model(input_ids=ids, attention_mask=attn, logits_to_keep=keep).logits
-            logits = logits[:, -keep:].float() / self.settings.temperature  # (B, keep, V)
-            local = where - (width - keep)  # (B, T) positions within the kept logits
-            picked = torch.gather(logits, 1, local[:, :, None].expand(-1, -1, logits.size(-1)))
-            logp_all = torch.log_softmax(picked, dim=-1)  # (B, T, V)
-            targets = torch.gather(ids, 1, (where + 1).clamp(max=width - 1))  # (B, T)
-            logp = torch.gather(logp_all, 2, targets[:, :, None]).squeeze(2)  # (B, T)
-            with torch.no_grad():
-                entropy = -(logp_all.exp() * logp_all).sum(-1)  # (B, T)
+            hidden = _last_hidden(model, ids, attn)  # (B, W, H)
+            h = torch.gather(hidden, 1, where[:, :, None].expand(-1, -1, hidden.size(-1)))
+            head = model.get_output_embeddings()
+            chunk = self.settings.logprob_chunk_tokens or t_max
+            logps, entropies = [], []
+            for a in range(0, t_max, chunk):
+                args = (h[:, a : a + chunk], targets[:, a : a + chunk])
+                if grad:
+                    lp, ent = checkpoint(self._head_logprobs, head, *args, use_reentrant=False)
+                else:
+                    lp, ent = self._head_logprobs(head, *args)
+                logps.append(lp)
+                entropies.append(ent)
+            logp, entropy = torch.cat(logps, 1), torch.cat(entropies, 1)  # (B, T) each
         return logp * mask, entropy * mask, mask
+
+    def _head_logprobs(
+        self, head: Any, h: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, t, H) hidden states -> (B, t) log-probs of `targets` and entropies."""
+        logits = head(h).float() / self.settings.temperature  # (B, t, V)
+        logp_all = torch.log_softmax(logits, dim=-1)  # (B, t, V)
+        logp = torch.gather(logp_all, 2, targets[:, :, None]).squeeze(2)  # (B, t)
+        with torch.no_grad():
+            entropy = -(logp_all.exp() * logp_all).sum(-1)  # (B, t)
+        return logp, entropy
 
     # --- learning -------------------------------------------------------------------
 
@@ -199,15 +239,18 @@ class HFPolicy:
         chunks = [keep[i : i + s.micro_batch] for i in range(0, len(keep), s.micro_batch)]
         pairs = [[(x.sample.prompt_ids, x.sample.completion_ids) for x in c] for c in chunks]
         self.model.eval()
-        old, ref, sampler_kl = [], [], 0.0
+        old, ref, is_w = [], [], []
+        sampler_kl = is_clipped = weight_sum = 0.0
         for c, p in zip(chunks, pairs, strict=True):
-            logp, _, mask = self.token_logprobs(p, grad=False)
+            logp, _, mask = self.token_logprobs(p, grad=False)  # (B, T) pi_old
             old.append(logp)
-            sampler = torch.zeros_like(logp)
-            for b, x in enumerate(c):
-                sampler[b, : len(x.sample.logprobs)] = torch.tensor(x.sample.logprobs)
-            d = (logp - sampler) * mask
-            sampler_kl += float(((torch.exp(d) - d - 1) * mask).sum())
+            behaviour, have = self._behaviour_logprobs(c, logp)  # (B, T) mu, and where known
+            d = (logp - behaviour) * have
+            sampler_kl += float((torch.exp(d) - d - 1).sum())
+            w, clipped = truncated_is_weights(logp, behaviour, have > 0, s.tis_cap)
+            is_w.append(w)
+            is_clipped += float((clipped * mask).sum())
+            weight_sum += float((w * mask).sum())
             ref.append(self._ref_logprobs(p) if s.beta > 0 else None)
         n_seqs = len(keep)
         n_tokens = sum(len(x.sample.completion_ids) for x in keep)
@@ -216,11 +259,13 @@ class HFPolicy:
         self.model.train()
         for _ in range(s.epochs):
             self.optimizer.zero_grad(set_to_none=True)
-            for c, p, old_c, ref_c in zip(chunks, pairs, old, ref, strict=True):
+            for c, p, old_c, ref_c, w_c in zip(chunks, pairs, old, ref, is_w, strict=True):
                 logp, entropy, mask = self.token_logprobs(p, grad=True)
                 adv = torch.tensor([x.advantage for x in c], device=self.device)
                 w = token_weights(s.loss_type, mask, n_seqs, n_tokens, s.max_new_tokens)
-                loss, sums = grpo_loss(logp, old_c, ref_c, adv, w, s.clip_low, s.clip_high, s.beta)
+                loss, sums = grpo_loss(
+                    logp, old_c, ref_c, adv, w, s.clip_low, s.clip_high, s.beta, is_weights=w_c
+                )
                 loss.backward()  # type: ignore[no-untyped-call]
                 totals["loss"] += loss.item()
                 totals["entropy"] += float(entropy.sum())
@@ -241,7 +286,22 @@ class HFPolicy:
             grad_norm=grad_norm,
             tokens=n_tokens,
             sampler_kl=sampler_kl / n_tokens,
+            is_clip_frac=is_clipped / n_tokens,
+            is_weight_mean=weight_sum / n_tokens,
         )
+
+    def _behaviour_logprobs(
+        self, chunk: Sequence[Scored], like: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """mu: the log-probs the sampler reported with each token, (B, T), and a (B, T)
+        0/1 mask of the tokens that have one (a sampler may report fewer)."""
+        behaviour = torch.zeros_like(like)
+        have = torch.zeros_like(like)
+        for b, x in enumerate(chunk):
+            n = min(len(x.sample.logprobs), len(x.sample.completion_ids))
+            behaviour[b, :n] = torch.tensor(x.sample.logprobs[:n], dtype=like.dtype)
+            have[b, :n] = 1.0
+        return behaviour, have
 
     @torch.no_grad()
     def _ref_logprobs(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> torch.Tensor:

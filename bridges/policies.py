@@ -26,3 +26,13 @@ def make_policy(settings: PolicySettings) -> Policy:
     from bridges.hf_policy import HFPolicy
 
     return HFPolicy(settings, settings.model)
+
+
+def device_memory_bytes(settings: PolicySettings) -> int:
+    """Memory of the GPU the policy will train on; 0 on CPUs (nothing to check)."""
+    import torch
+
+    if settings.device == "cpu" or not torch.cuda.is_available():
+        return 0
+    device = torch.device(settings.device if settings.device != "auto" else "cuda")
+    return int(torch.cuda.get_device_properties(device).total_memory)

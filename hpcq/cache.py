@@ -85,6 +85,7 @@ class ResultCache:
             data = json.loads(self._path(key).read_text())
             data["status"] = Status(data["status"])
             data["techniques"] = tuple(data["techniques"])
+            data["flags"] = tuple(data.get("flags", ()))
             data["cached"] = True
             return EvalResult(**data)
         except (OSError, ValueError, TypeError, KeyError):

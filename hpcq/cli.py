@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("problems", help="list the problem ids")
     p.set_defaults(func=cmd_problems)
 
-    for name in ("hpcq.cli_pipeline", "hpcq.cli_sqd", "hpcq.cli_train"):
+    for name in ("hpcq.cli_pipeline", "hpcq.cli_sqd", "hpcq.cli_train", "hpcq.cli_evaluate"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -22,6 +22,7 @@ from hpcq.broker import DEFAULT_AMQP_URL, BrokerSettings
 from hpcq.errors import ConfigError, InfraError
 from hpcq.messages import Result, Task
 from hpcq.outcome import Constraints, Evaluator
+from hpcq.telemetry import Fanout, MqttSettings, NullTelemetry, Telemetry
 from hpcq.topology import Topology
 
 log = structlog.get_logger()
@@ -49,6 +50,65 @@ def add_broker_args(p: argparse.ArgumentParser) -> None:
         help="backstop: returns of one delivery (crashes, cut connections) before the "
         "broker parks it in the DLQ (same in every process of a namespace)",
     )
+
+
+def add_telemetry_args(p: argparse.ArgumentParser, reader: bool = False) -> None:
+    """--mqtt-url (env HPCQ_MQTT_URL) and, for a process that reports (not a `reader`),
+    the Prometheus endpoint."""
+    what = "read nodes, steps and stages from" if reader else "send live telemetry to"
+    p.add_argument(
+        "--mqtt-url",
+        default=os.environ.get("HPCQ_MQTT_URL") or None,
+        help=f"{what} this MQTT broker, e.g. mqtt://127.0.0.1:1883 "
+        "(env HPCQ_MQTT_URL; needs the mqtt extra; default: off)",
+    )
+    if not reader:
+        p.add_argument(
+            "--metrics-port",
+            type=int,
+            default=None,
+            help="serve Prometheus metrics on this port (needs the prometheus extra)",
+        )
+        p.add_argument(
+            "--metrics-addr",
+            default="127.0.0.1",
+            help="address of the Prometheus endpoint (0.0.0.0: every interface)",
+        )
+
+
+def mqtt_from_args(args: argparse.Namespace) -> MqttSettings | None:
+    url = getattr(args, "mqtt_url", None)
+    return MqttSettings.from_url(url, namespace=args.namespace) if url else None
+
+
+def _missing_extra(exc: ModuleNotFoundError, flag: str, extra: str) -> ConfigError:
+    return ConfigError(
+        f"{flag} needs the {extra} extra ({exc.name} is missing): pip install 'hpcq[{extra}]'"
+    )
+
+
+async def open_telemetry(
+    args: argparse.Namespace, node: str | None = None, node_class: str = ""
+) -> Telemetry:
+    """The sinks the flags ask for, started (the bridges are imported only then)."""
+    sinks: list[Telemetry] = []
+    mqtt = mqtt_from_args(args)
+    if mqtt is not None:
+        try:
+            from bridges.mqtt_telemetry import MqttTelemetry
+        except ModuleNotFoundError as exc:
+            raise _missing_extra(exc, "--mqtt-url", "mqtt") from exc
+        sinks.append(MqttTelemetry(mqtt, node=node, node_class=node_class))
+    port = getattr(args, "metrics_port", None)
+    if port is not None:
+        try:
+            from bridges.prom import PromTelemetry
+        except ModuleNotFoundError as exc:
+            raise _missing_extra(exc, "--metrics-port", "prometheus") from exc
+        sinks.append(PromTelemetry(port, args.metrics_addr))
+    telemetry: Telemetry = Fanout(sinks) if len(sinks) > 1 else (sinks or [NullTelemetry()])[0]
+    await telemetry.start()
+    return telemetry
 
 
 def broker_from_args(args: argparse.Namespace) -> BrokerSettings:
@@ -106,6 +166,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--evaluator", choices=("engine", "scripted"), default="engine", help=argparse.SUPPRESS
     )
     p.add_argument("--share-cores", action="store_true", help=argparse.SUPPRESS)
+    add_telemetry_args(p)
     p.set_defaults(func=cmd_consumer)
 
     p = subparsers.add_parser("submit", help="evaluate C files on the cluster; JSON lines out")
@@ -162,6 +223,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--listen-s", type=float, default=0.0, help="also listen this long for consumer heartbeats"
     )
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="live view: nodes, queues, rates, training step and stages (needs the watch extra)",
+    )
+    p.add_argument("--refresh-s", type=float, default=2.0, help="with --watch: refresh period")
+    p.add_argument("--watch-count", type=int, default=None, help=argparse.SUPPRESS)
+    add_telemetry_args(p, reader=True)
     p.set_defaults(func=cmd_status)
 
 
@@ -227,11 +296,15 @@ async def cmd_consumer(args: argparse.Namespace) -> int:
         crash_limit=args.crash_limit,
     )
     consumer = Consumer(broker_from_args(args), topology_from_args(args), settings, plan, evaluator)
+    consumer.telemetry = await open_telemetry(args, node=consumer.name, node_class=node_class)
     loop = asyncio.get_running_loop()
     # Slurm sends SIGUSR1 (--signal) before the time limit and SIGTERM at it.
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
         loop.add_signal_handler(sig, consumer.drain)
-    await consumer.run()
+    try:
+        await consumer.run()
+    finally:
+        await consumer.telemetry.close()  # a clean stop says "offline" itself
     return EXIT_OK
 
 
@@ -336,6 +409,22 @@ async def cmd_status(args: argparse.Namespace) -> int:
     from hpcq.status import render, snapshot
 
     node_classes = tuple(args.node_class or (_node_class(args),))
+    if args.watch:
+        from hpcq.watch import WatchSettings, watch
+
+        if args.refresh_s <= 0 or args.window_s <= 0:
+            raise ConfigError("--refresh-s and --window-s must be > 0")
+        settings = WatchSettings(
+            refresh_s=args.refresh_s, window_s=args.window_s, count=args.watch_count
+        )
+        await watch(
+            broker_from_args(args),
+            topology_from_args(args),
+            node_classes,
+            settings,
+            mqtt_from_args(args),
+        )
+        return EXIT_OK
     report = await snapshot(
         broker_from_args(args),
         topology_from_args(args),

@@ -28,10 +28,11 @@ def default_model_dir(cache_dir: Path) -> Path:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from hpcq.cli_pipeline import add_broker_args
+    from hpcq.cli_pipeline import add_broker_args, add_telemetry_args
 
     p = subparsers.add_parser("producer", help="train a policy online with GRPO (needs [ml])")
     add_broker_args(p)
+    add_telemetry_args(p)
     p.add_argument("--model", default="", help="hub id or directory; default: bootstrap model")
     p.add_argument("--problems", default="dgemm-256", help="comma-separated problem ids")
     p.add_argument("--steps", type=int, default=None)
@@ -52,6 +53,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--loss-type", choices=("grpo", "dr_grpo", "dapo"), default=None)
     p.add_argument("--scale", choices=("group", "batch", "none"), default=None)
     p.add_argument("--on-tie", choices=("drop", "resample"), default=None)
+    p.add_argument(
+        "--max-staleness",
+        type=int,
+        default=None,
+        help="asynchronous rollouts: sample up to this many policy versions ahead (0: sync)",
+    )
+    p.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=None,
+        help="asynchronous rollouts: groups sampled and not yet trained, at most",
+    )
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=None)
@@ -64,7 +77,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="fixed: every technique allowed; sqd: follow `hpcq sqd` stage updates",
     )
     p.add_argument("--sqd-config", default=None, help="with --stages sqd: the SQD TOML")
+    p.add_argument(
+        "--allow-held-out",
+        action="store_true",
+        help="train on held-out problems too (voids `hpcq evaluate` on the held-out suite)",
+    )
     p.set_defaults(func=cmd_producer)
+
+    p = subparsers.add_parser(
+        "memory-plan", help="print the per-GPU memory table of a training config (no GPU needed)"
+    )
+    p.add_argument("--model", required=True, help="hub id with a known shape, or a directory")
+    p.add_argument("--config", dest="train_config", default=None, help="training TOML")
+    p.add_argument("--gpu-gib", type=float, default=0.0, help="memory of one GPU, GiB")
+    p.add_argument("--train-gpus", type=int, default=1, help="> 1: FSDP/ZeRO-3 sharding")
+    p.set_defaults(func=cmd_memory_plan)
 
     p = subparsers.add_parser("bootstrap-model", help="build the small self-trained code model")
     p.add_argument("--out", required=True, help="directory to write the model into")
@@ -146,16 +173,18 @@ def train_settings_from(args: argparse.Namespace) -> TrainSettings:
             group_size=args.group_size,
             prompts_per_step=args.prompts_per_step,
             on_tie=args.on_tie,
+            max_staleness=args.max_staleness,
+            max_in_flight=args.max_in_flight,
         ),
         advantage=_pick(scale=args.scale),
     )
 
 
 async def cmd_producer(args: argparse.Namespace) -> int:
-    from bridges.policies import make_policy
+    from bridges.policies import device_memory_bytes, make_policy
     from hpcq import checkpoint, grpo
     from hpcq.cli import settings_from
-    from hpcq.cli_pipeline import broker_from_args, topology_from_args
+    from hpcq.cli_pipeline import broker_from_args, open_telemetry, topology_from_args
     from hpcq.problems import default_kernels_dir, load_problem
     from hpcq.producer import Producer, ProducerSettings
     from hpcq.prompts import FixedStages, StageSource
@@ -168,11 +197,16 @@ async def cmd_producer(args: argparse.Namespace) -> int:
     if not names:
         raise InputError("--problems: give at least one problem id")
     problems = tuple(load_problem(p, kernels) for p in names)
+    check_trainable(problems, args.allow_held_out)
     model = ensure_model(train.policy.model, engine.cache_dir)
     train = dataclasses.replace(train, policy=dataclasses.replace(train.policy, model=model))
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     run_id = _run_id(run_dir)
+    found = memory_plan_for(train, device_memory_bytes(train.policy))
+    if found is not None:
+        print(found.table(), file=sys.stderr, flush=True)
+        found.check()  # before any weights are loaded: a config that cannot fit fails now
     record_run(run_dir, train, names, resuming=bool(checkpoint.checkpoints(run_dir)))
     policy = make_policy(train.policy)
     node_class = args.node_class or engine.node.name
@@ -203,10 +237,59 @@ async def cmd_producer(args: argparse.Namespace) -> int:
                 node_class=node_class,
             )
             steps = train.loop.steps
-            await grpo.train(run, on_step=lambda m: print(progress_line(m, steps), flush=True))
+            telemetry = await open_telemetry(args)
+
+            def on_step(m: StepMetrics) -> None:
+                print(progress_line(m, steps), flush=True)
+                telemetry.step(run_id, m)  # MQTT / Prometheus; never blocks
+
+            try:
+                await grpo.train(run, on_step=on_step)
+            finally:
+                await telemetry.close()
     finally:
         if client is not None:
             await client.close()
+    return EXIT_OK
+
+
+def check_trainable(problems: Any, allow_held_out: bool) -> None:
+    """Held-out problems (kernels/suites/held-out.toml) measure generalisation: training
+    on one voids that measurement, so it takes an explicit flag."""
+    held = [p.id for p in problems if p.held_out]
+    if held and not allow_held_out:
+        raise InputError(
+            f"--problems: {', '.join(held)} held out for evaluation (held_out = true in the "
+            "problem file); train on the training suite, or pass --allow-held-out"
+        )
+
+
+def memory_plan_for(train: TrainSettings, gpu_bytes: int, train_gpus: int = 1) -> Any:
+    """The run's memory table (hpcq.memory_plan), or None for a model of unknown shape."""
+    from hpcq.memory_plan import Layout, plan, shape_of
+
+    shape = shape_of(train.policy.model)
+    if shape is None:
+        return None
+    return plan(shape, train, Layout(train_gpus=train_gpus, gpu_bytes=gpu_bytes))
+
+
+async def cmd_memory_plan(args: argparse.Namespace) -> int:
+    from hpcq.memory_plan import GIB
+
+    train = load_train_settings(
+        Path(args.train_config) if args.train_config else None, policy={"model": args.model}
+    )
+    if args.train_gpus < 1 or args.gpu_gib < 0:
+        raise InputError("--train-gpus >= 1 and --gpu-gib >= 0")
+    found = memory_plan_for(train, int(args.gpu_gib * GIB), args.train_gpus)
+    if found is None:
+        raise InputError(
+            f"--model {args.model!r}: no config.json there and not a known hub id; "
+            "give the model's directory"
+        )
+    found.check()  # a refusal prints the table in its message
+    print(found.table())
     return EXIT_OK
 
 

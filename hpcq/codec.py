@@ -178,6 +178,8 @@ def _outcome_to_wire(r: EvalResult) -> dict[str, Any]:
         "n": r.calls,
         "p": r.problem_id,
         "nc": r.node_class,
+        "cc": r.compiler[:MAX_TEXT_BYTES],
+        "fl": list(r.flags),
         "ca": r.cached,
         "ck": r.cache_key,
     }
@@ -207,6 +209,8 @@ def _outcome_from_wire(f: _Fields) -> EvalResult:
         calls=f.integer("n", default=0),
         problem_id=f.text("p", default=""),
         node_class=f.text("nc", default=""),
+        compiler=f.text("cc", limit=MAX_TEXT_BYTES, default=""),  # absent from older nodes
+        flags=f.texts("fl"),  # default: none, from nodes older than the field
         cached=f.flag("ca", default=False),
         cache_key=f.text("ck", limit=MAX_TEXT_BYTES, default=""),
     )

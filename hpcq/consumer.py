@@ -29,7 +29,7 @@ import asyncio
 import os
 import socket
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +46,7 @@ from hpcq.journal import CrashJournal
 from hpcq.messages import Heartbeat, Result, Task
 from hpcq.outcome import EvalRequest, EvalResult, Evaluator, Status
 from hpcq.slots import Slot, SlotPlan
+from hpcq.telemetry import DRAINING, ONLINE, PAUSED, NodeBeat, NullTelemetry, Telemetry
 from hpcq.topology import Exchanges, Topology, declare_base, declare_task_queue
 
 log = structlog.get_logger()
@@ -96,6 +97,7 @@ class Consumer:
         settings: ConsumerSettings,
         plan: SlotPlan,
         evaluator: Evaluator,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.broker = broker
         self.topology = topology
@@ -104,6 +106,10 @@ class Consumer:
         self.evaluator = evaluator
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.done = 0  # results published
+        self.statuses: Counter[str] = Counter()  # results published, per status
+        self.last_error = ""  # the latest infra error, for telemetry
+        # Heartbeats also go here (MQTT, Prometheus); the CLI may set it before run().
+        self.telemetry: Telemetry = telemetry or NullTelemetry()
         self._free: asyncio.Queue[Slot] = asyncio.Queue()
         for slot in plan.slots:
             self._free.put_nowait(slot)
@@ -301,6 +307,7 @@ class Consumer:
         )
         answer.confirmed = True
         self.done += 1
+        self.statuses[str(answer.result.outcome.status)] += 1
 
     async def _evaluate(self, task: Task, alone: bool) -> Result:
         if alone:
@@ -323,6 +330,7 @@ class Consumer:
                 self._free.put_nowait(taken)
         result = self._result(task, outcome, slot, started)
         if outcome.status is Status.INFRA_ERROR:
+            self.last_error = outcome.message[:200]
             self._infra_streak += 1
             if self._infra_streak >= self.settings.infra_streak_limit:
                 self._unhealthy.set()
@@ -439,6 +447,7 @@ class Consumer:
             in_flight=tuple(task_id for task_id, _ in self._jobs),
             sent_at=time.time(),
         )
+        self.telemetry.heartbeat(self._node_beat(beat))
         try:
             # Not mandatory: nobody may be listening, and a lost beat is harmless.
             await self._link.publish(
@@ -450,6 +459,20 @@ class Consumer:
             )
         except InfraError as exc:
             log.debug("heartbeat not sent", error=str(exc))
+
+    def _node_beat(self, beat: Heartbeat) -> NodeBeat:
+        paused = PAUSED if self._unhealthy.is_set() else ONLINE
+        return NodeBeat(
+            node=beat.consumer,
+            node_class=beat.node_class,
+            state=DRAINING if beat.draining else paused,
+            slots=beat.slots,
+            busy=beat.busy,
+            done=beat.done,
+            statuses=dict(self.statuses),
+            last_error=self.last_error,
+            sent_at=beat.sent_at,
+        )
 
 
 async def _first(*events: asyncio.Event) -> None:

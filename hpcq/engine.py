@@ -248,6 +248,8 @@ class Engine:
             techniques=work.techniques,
             problem_id=work.problem.id,
             node_class=self.settings.node.name,
+            compiler=self._cc_version or self.settings.node.cc,
+            flags=self.settings.node.cflags,
             cache_key=work.key,
             compile_s=timing.compile_s,
             run_s=timing.run_s,
@@ -281,6 +283,8 @@ class Engine:
             calls=calls,
             problem_id=problem.id,
             node_class=self.settings.node.name,
+            compiler=self._cc_version or self.settings.node.cc,
+            flags=self.settings.node.cflags,
             cache_key=key,
         )
 

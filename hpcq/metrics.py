@@ -46,6 +46,15 @@ class StepMetrics:
     problems: dict[str, float] = field(default_factory=dict)  # problem id -> mean reward
     wall_time: float = 0.0  # unix seconds at the end of the step
     sampler_kl: float = 0.0  # sampler's log-probs vs the trainer's (vLLM drift), per token
+    # Asynchronous rollouts (hpcq.grpo). time_rewards_s is the generating side's idle time:
+    # it neither sampled nor trained, waiting for a group's rewards.
+    time_step_s: float = 0.0  # wall time of the step
+    idle_fraction: float = 0.0  # time_rewards_s / time_step_s
+    staleness: dict[str, int] = field(default_factory=dict)  # versions behind -> groups taken
+    groups_stale: int = 0  # groups older than max_staleness: dropped, never trained on
+    in_flight: int = 0  # groups sampled and not yet taken, after the step
+    is_clip_frac: float = 0.0  # tokens whose importance weight min(pi_old / mu, C) hit C
+    is_weight_mean: float = 1.0  # mean of that weight over the trained tokens
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -81,6 +81,8 @@ class EvalResult:
     calls: int = 0  # timed calls, each verified
     problem_id: str = ""
     node_class: str = ""
+    compiler: str = ""  # the compiler's version line ("gcc (Debian 12.2.0-14) 12.2.0")
+    flags: tuple[str, ...] = ()  # the node's cflags the candidate was compiled with
     cached: bool = False
     cache_key: str = ""
 

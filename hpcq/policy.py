@@ -47,6 +47,8 @@ class UpdateStats:
     grad_norm: float  # before clipping
     tokens: int  # completion tokens trained on
     sampler_kl: float = 0.0  # sampler log-probs vs the trainer's, k3 (vLLM vs HF drift)
+    is_clip_frac: float = 0.0  # fraction of tokens whose importance weight hit tis_cap
+    is_weight_mean: float = 1.0  # mean truncated importance weight min(pi_old / mu, C)
 
 
 class Policy(Protocol):

@@ -1,8 +1,9 @@
 """Problem specs: data under kernels/problems/*.toml, one file per problem family.
 
-A problem id (for example `dgemm-256`) names a family and a shape. The family file says
-which C sources make its trusted judge and runner, its entry point and contract (used
-by prompts), the shapes checked in full, and per-size timeouts and measurement overrides.
+A problem id (for example `dgemm-256`, or `dgemm-1000x300x700` for M x N x K) names a
+family and a shape. The family file says which C sources make its trusted judge and
+runner, its entry point and contract (used by prompts), the shapes checked in full, and
+per-size timeouts, measurement overrides and whether the problem is held out of training.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class Problem:
     call_timeout_s: float
     run_timeout_s: float
     measure: dict[str, float] = field(default_factory=dict)  # overrides of MeasureSettings
+    # Kept out of training data (the bootstrap corpus) so evaluating on it measures
+    # generalisation: the held-out suite lists only such problems (hpcq.suites).
+    held_out: bool = False
 
     @property
     def sources(self) -> tuple[Path, ...]:
@@ -59,6 +63,12 @@ def _ints(value: Any, where: str) -> tuple[int, ...]:
     ):
         raise ConfigError(f"{where}: expected a list of positive integers, got {value!r}")
     return tuple(value)
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    return value
 
 
 def _family(path: Path) -> list[Problem]:
@@ -94,6 +104,7 @@ def _family(path: Path) -> list[Problem]:
                     call_timeout_s=float(spec["call_timeout_s"]),
                     run_timeout_s=float(spec["run_timeout_s"]),
                     measure=measure,
+                    held_out=_flag(spec.get("held_out", False), f"{path}: ids.{pid}.held_out"),
                 )
             )
     except KeyError as exc:

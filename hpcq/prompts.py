@@ -12,6 +12,7 @@ task description.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -60,8 +61,20 @@ def _names(techniques: frozenset[str]) -> str:
     return ", ".join(t for t in CATALOGUE if t in techniques) or "none"
 
 
+def dims_text(problem: Problem) -> str:
+    """ "256 x 256 x 256" for a cube; a non-square shape names each size after the
+    signature's leading int parameters ("M = 1000, N = 300, K = 700"), since a bare
+    "1000 x 300 x 700" does not say which is which."""
+    if len(set(problem.dims)) == 1:
+        return " x ".join(str(d) for d in problem.dims)
+    names = re.findall(r"\bint\s+(\w+)", problem.signature)[: len(problem.dims)]
+    if len(names) != len(problem.dims):
+        return " x ".join(str(d) for d in problem.dims)
+    return ", ".join(f"{n} = {d}" for n, d in zip(names, problem.dims, strict=True))
+
+
 def user_text(problem: Problem, stage: Stage, cores: int = 1) -> str:
-    dims = " x ".join(str(d) for d in problem.dims)
+    dims = dims_text(problem)
     c = stage.constraints
     lines = [
         f"Write the C function {problem.entry} for problem {problem.id} ({dims}).",

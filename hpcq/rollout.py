@@ -5,6 +5,9 @@ are judged here as format violations and never sent; the rest go to the CPU node
 the producer core, which hands the group back complete: a result per member, or the
 member left out (infra_error or deadline after its retries), with no reward.
 
+`Rollouts` keeps groups in flight across steps and policy versions (asynchronous
+rollouts, hpcq.grpo); `score` is one batch through it, waited for whole.
+
 Rewards are the run's: every member is scored here by `hpcq.reward.training_reward`
 with `Context.rewards` from the raw measurement, whatever reward the consumer's own TOML
 put on the result. A result the run's shaping cannot score (an ok without the slot's
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -121,33 +125,94 @@ def _from_group(
         members[i] = Member(p.samples[i], p.problem.id, LEFT_OUT, None, message=lo.reason[:200])
 
 
+@dataclass(frozen=True)
+class Group:
+    """One prompt's group back from the pipeline, every member scored or left out."""
+
+    group_id: str
+    prompted: Prompted  # with the constraints it was sampled (and judged) under
+    members: tuple[Member, ...]  # in sample order
+    version: int  # policy version that sampled it: the behaviour policy
+    step: int  # the loop's step while it was sampled
+
+
+@dataclass
+class _Flying:
+    prompted: Prompted
+    members: dict[int, Member]  # filled as results arrive; violations from the start
+    ctx: Context
+
+
+class Rollouts:
+    """Groups in flight: submitted as they are sampled, handed back one by one as they
+    complete, across steps and policy versions (asynchronous rollouts), or a step's
+    batch at a time (`score`).
+
+    A group this object did not submit is ignored and counted (`ignored`): the late
+    results of a crashed incarnation of the run, whose task ids a resumed run never
+    reuses, can never be taken for its own samples."""
+
+    def __init__(self, channel: GroupChannel) -> None:
+        self.channel = channel
+        self._flying: dict[str, _Flying] = {}
+        self._done: deque[Group] = deque()  # groups judged here (nothing to send)
+        self.ignored = 0
+
+    @property
+    def ahead(self) -> int:
+        """Groups submitted and not yet handed back by `next`."""
+        return len(self._flying) + len(self._done)
+
+    async def submit(self, p: Prompted, ctx: Context) -> str:
+        # A fresh token per group: a resumed run regenerates a step under new task ids.
+        group_id = f"{ctx.run_id}.s{ctx.step}.{uuid.uuid4().hex[:12]}"
+        tasks, local = _tasks(p, group_id, ctx)
+        if tasks:
+            await self.channel.submit_group(tasks)
+            self._flying[group_id] = _Flying(p, local, ctx)
+        else:
+            self._done.append(_group(group_id, p, local, ctx.step))
+        return group_id
+
+    async def next(self, timeout_s: float | None = None) -> Group:
+        """The next complete group, in completion order; TimeoutError after `timeout_s`."""
+        if self._done:
+            return self._done.popleft()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while True:
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            done = await self.channel.next_group(left)
+            flying = self._flying.pop(done.group_id, None)
+            if flying is None:
+                self.ignored += 1  # not ours: a previous incarnation's group
+                continue
+            _from_group(flying.prompted, done, flying.members, flying.ctx.rewards)
+            return _group(done.group_id, flying.prompted, flying.members, flying.ctx.step)
+
+
+def _group(group_id: str, p: Prompted, members: dict[int, Member], step: int) -> Group:
+    version = min((s.policy_version for s in p.samples), default=0)
+    ordered = tuple(members[i] for i in range(len(p.samples)))
+    return Group(group_id, p, ordered, version, step)
+
+
 async def score(
     channel: GroupChannel, batch: Sequence[Prompted], ctx: Context
 ) -> list[list[Member]]:
     """Rewards for every member of every group, in input order."""
-    members: list[dict[int, Member]] = []
-    waiting: dict[str, int] = {}  # group_id -> index in batch
-    # A fresh token per group: a resumed run regenerates a step under new task ids, so
-    # late results of the crashed incarnation can never be taken for the new samples.
-    for index, p in enumerate(batch):
-        group_id = f"{ctx.run_id}.s{ctx.step}.{uuid.uuid4().hex[:12]}"
-        tasks, local = _tasks(p, group_id, ctx)
-        members.append(local)
-        if tasks:
-            await channel.submit_group(tasks)
-            waiting[group_id] = index
+    flight = Rollouts(channel)
+    ids = [await flight.submit(p, ctx) for p in batch]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ctx.wait_s
-    while waiting:
+    groups: dict[str, Group] = {}
+    while flight.ahead:
         try:
-            done = await channel.next_group(max(0.0, deadline - loop.time()))
+            g = await flight.next(max(0.0, deadline - loop.time()))
         except TimeoutError:
             raise InfraError(
-                f"step {ctx.step}: {len(waiting)} group(s) still unscored after {ctx.wait_s:g} s; "
+                f"step {ctx.step}: {flight.ahead} group(s) still unscored after {ctx.wait_s:g} s; "
                 "are consumers running for this namespace and node class?"
             ) from None
-        index = waiting.pop(done.group_id, -1)
-        if index < 0:
-            continue  # not this step's (a previous incarnation's group)
-        _from_group(batch[index], done, members[index], ctx.rewards)
-    return [[m[i] for i in range(len(p.samples))] for p, m in zip(batch, members, strict=True)]
+        groups[g.group_id] = g
+    return [list(groups[i].members) for i in ids]

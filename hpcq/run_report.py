@@ -12,17 +12,19 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hpcq.png import BLACK, GREY, LIGHT, RGB, Canvas, text_width
+import structlog
+
+from hpcq.plots import PlotsUnavailable, new_figure, png_bytes
 from hpcq.reward import describe
 from hpcq.settings import RewardSettings
 from hpcq.train_settings import RUN_CONFIG, recorded_reward
 
-BLUE: RGB = (31, 119, 180)
-ORANGE: RGB = (230, 120, 20)
-GREEN: RGB = (44, 160, 44)
-RED: RGB = (200, 40, 40)
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+log = structlog.get_logger()
 
 
 @dataclass(frozen=True)
@@ -138,80 +140,45 @@ def report_markdown(
 
 
 def _panel(
-    c: Canvas,
-    box: tuple[int, int, int, int],
+    ax: Axes,
     title: str,
-    series: Sequence[tuple[str, RGB, Sequence[float | None]]],
-    hlines: Sequence[tuple[str, RGB, float | None]] = (),
+    series: Sequence[tuple[str, str, Sequence[float | None]]],
+    hlines: Sequence[tuple[str, str, float | None]] = (),
 ) -> None:
-    x0, y0, x1, y1 = box
-    values = [v for _, _, s in series for v in s if v is not None]
-    values += [v for _, _, v in hlines if v is not None]
-    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
-    if hi - lo < 1e-9:
-        lo, hi = lo - 1, hi + 1
-    pad = 0.05 * (hi - lo)
-    lo, hi = lo - pad, hi + pad
-    n = max((len(s) for _, _, s in series), default=1)
-
-    def px(i: int) -> int:
-        return x0 + round((x1 - x0) * (i / max(1, n - 1)))
-
-    def py(v: float) -> int:
-        return y1 - round((y1 - y0) * (v - lo) / (hi - lo))
-
-    c.box(x0, y0, x1, y1, GREY)
-    for k in range(5):
-        v = lo + (hi - lo) * k / 4
-        c.line(x0, py(v), x1, py(v), LIGHT)
-        label = f"{v:.1f}"
-        c.text(x0 - text_width(label) - 4, py(v) - 3, label, GREY)
-    if lo < 0 < hi:
-        c.line(x0, py(0), x1, py(0), GREY)
-    for _, color, value in hlines:
+    """Lines over the steps (a None is a gap), with dashed reference levels."""
+    for name, color, values in series:
+        steps = range(1, len(values) + 1)
+        ys = [float("nan") if v is None else v for v in values]
+        ax.plot(steps, ys, color=color, marker="o", markersize=3, linewidth=2, label=name)
+    for name, color, value in hlines:
         if value is not None:
-            for x in range(x0, x1, 8):  # dashed
-                c.line(x, py(value), min(x + 4, x1), py(value), color)
-    for _, color, points in series:
-        prev: tuple[int, int] | None = None
-        for i, y in enumerate(points):
-            if y is None:
-                prev = None
-                continue
-            point = (px(i), py(y))
-            if prev is not None:
-                c.line(*prev, *point, color, width=2)
-            c.rect(point[0] - 1, point[1] - 1, point[0] + 1, point[1] + 1, color)
-            prev = point
-    c.text(x0, y0 - 14, title, BLACK)
-    x = x0 + text_width(title) + 16
-    for name, color, _ in [*series, *[(n, col, None) for n, col, _ in hlines]]:
-        c.rect(x, y0 - 12, x + 8, y0 - 6, color)
-        c.text(x + 12, y0 - 14, name, color)
-        x += text_width(name) + 28
-    c.text(x1 - text_width(f"STEP {n}"), y1 + 6, f"STEP {n}", GREY)
-    c.text(x0, y1 + 6, "STEP 1", GREY)
+            ax.axhline(value, color=color, linestyle="--", linewidth=1, label=name)
+    ax.set_title(title, loc="left", fontsize=10)
+    ax.set_xlabel("step")
+    ax.grid(True, color="#e1e1e1")
+    if any(v is not None for _, _, s in series for v in s) or any(
+        v is not None for _, _, v in hlines
+    ):
+        ax.legend(fontsize=8, loc="best")
 
 
 def curves_png(rows: Sequence[dict[str, Any]], base: Baselines) -> bytes:
-    c = Canvas(900, 560)
+    """Raises PlotsUnavailable without matplotlib."""
+    fig = new_figure(900, 560)
+    top, bottom = fig.subplots(2, 1)
+    _panel(top, "mean reward", [("reward", "tab:blue", [r["reward_mean"] for r in rows])])
+    top.axhline(0, color="grey", linewidth=0.8)
     _panel(
-        c,
-        (70, 30, 880, 250),
-        "MEAN REWARD",
-        [("REWARD", BLUE, [r["reward_mean"] for r in rows])],
-    )
-    _panel(
-        c,
-        (70, 310, 880, 530),
-        "GFLOPS OF OK KERNELS",
+        bottom,
+        "GFLOPS of ok kernels",
         [
-            ("MEAN", GREEN, [r["gflops_mean"] for r in rows]),
-            ("BEST", ORANGE, [r["gflops_best"] for r in rows]),
+            ("mean", "tab:green", [r["gflops_mean"] for r in rows]),
+            ("best", "tab:orange", [r["gflops_best"] for r in rows]),
         ],
-        [("NAIVE", RED, base.naive_gflops), ("NUMPY", GREY, base.library_gflops)],
+        [("naive", "tab:red", base.naive_gflops), ("numpy", "grey", base.library_gflops)],
     )
-    return c.png()
+    fig.tight_layout()
+    return png_bytes(fig)
 
 
 def write(
@@ -222,7 +189,11 @@ def write(
     notes: Sequence[str] = (),
 ) -> Path:
     """The PNG and report.md; the reward is the one the run directory's config records."""
-    (run_dir / "curves.png").write_bytes(curves_png(rows, base))
+    try:
+        (run_dir / "curves.png").write_bytes(curves_png(rows, base))
+    except PlotsUnavailable as exc:  # the report stands without its picture
+        log.warning("run report: curves.png skipped", reason=str(exc))
+        notes = [*notes, f"curves.png was not drawn: {exc}"]
     path = run_dir / "report.md"
     path.write_text(report_markdown(run_id, rows, base, notes, recorded_reward(run_dir)))
     return path

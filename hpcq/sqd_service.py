@@ -41,6 +41,7 @@ from hpcq.errors import ConfigError, DecodeError, InfraError
 from hpcq.messages import StageUpdate
 from hpcq.sqd import Controller, Limits, StageChange
 from hpcq.stages import SqdConfig
+from hpcq.telemetry import NullTelemetry, Telemetry, stage_report
 from hpcq.topology import Exchanges, Topology, declare_base
 
 log = structlog.get_logger()
@@ -153,10 +154,12 @@ class SqdService:
         topology: Topology,
         config: SqdConfig,
         settings: SqdSettings,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.broker = broker
         self.topology = topology
         self.settings = settings
+        self.telemetry: Telemetry = telemetry or NullTelemetry()  # stage changes, too
         self.controller, self.offset = load_controller(
             settings.state_path, config, settings.limits, settings.rebuild
         )
@@ -306,6 +309,7 @@ class SqdService:
 
     async def _announce(self, link: Link, exchanges: Exchanges, changes: list[StageChange]) -> None:
         for change in changes:
+            self.telemetry.stage(stage_report(change))
             body = codec.encode(stage_update(change, time.time()))
             try:
                 # Not mandatory: no producer may be listening yet; the periodic

@@ -5,13 +5,18 @@ declarations (ready messages and consumers per queue), the replay stream (record
 the recent window: throughput) and, if asked, consumer heartbeats on the control
 exchange. Unacknowledged deliveries (tasks being evaluated) are not visible over AMQP:
 the heartbeats report them.
+
+`BrokerFeed` is the same, followed live for `hpcq status --watch` (hpcq.watch): one
+connection, the stream read once from the window's start and then as it grows, the
+heartbeats and stage announcements of the control exchange as they come.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from collections import Counter, deque
+from dataclasses import dataclass, field
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
@@ -20,7 +25,7 @@ from aio_pika.exceptions import ChannelNotFoundEntity
 from hpcq import codec
 from hpcq.broker import BrokerSettings, connect
 from hpcq.errors import DecodeError
-from hpcq.messages import Heartbeat
+from hpcq.messages import Heartbeat, Result, StageUpdate, Task
 from hpcq.topology import Topology
 
 
@@ -181,3 +186,128 @@ def render(report: StatusReport) -> str:
             f"seen {c.seen_s_ago:g} s ago{mark}"
         )
     return "\n".join(lines)
+
+
+# --- followed live ---------------------------------------------------------------------------
+
+
+@dataclass
+class BrokerView:
+    """What `BrokerFeed` knows at a moment."""
+
+    task_queues: tuple[QueueInfo, ...] = ()
+    dead_letters: QueueInfo | None = None
+    window_s: float = 60.0
+    tasks_in_window: int = 0
+    results_in_window: int = 0
+    status_mix: dict[str, int] = field(default_factory=dict)  # results in the window
+    heartbeats: dict[str, Heartbeat] = field(default_factory=dict)  # consumer -> latest
+    stages: dict[str, StageUpdate] = field(default_factory=dict)  # problem -> latest
+    steps: dict[str, int] = field(default_factory=dict)  # run_id -> highest step seen
+    error: str = ""
+
+    @property
+    def results_per_s(self) -> float:
+        return self.results_in_window / self.window_s if self.window_s > 0 else 0.0
+
+
+class BrokerFeed:
+    """Follows a namespace on RabbitMQ: the stream (rates, status mix, steps) and the
+    control exchange (heartbeats, stages); `refresh()` polls the queue depths."""
+
+    def __init__(
+        self,
+        broker: BrokerSettings,
+        topology: Topology,
+        node_classes: tuple[str, ...],
+        window_s: float = 60.0,
+    ) -> None:
+        self.broker = broker
+        self.topology = topology
+        self.node_classes = node_classes
+        self.view = BrokerView(window_s=window_s)
+        self._records: deque[tuple[float, str, str]] = deque()  # (time, kind, status)
+        self._connection: AbstractRobustConnection | None = None
+        self._streaming = False
+
+    async def start(self) -> None:
+        self._connection = connection = await connect(self.broker, "hpcq-status-watch")
+        await self._follow_stream()
+        channel = await connection.channel()
+        control = await channel.declare_exchange(
+            self.topology.control_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(control, "heartbeat.#")
+        await queue.bind(control, "stage.#")
+        await queue.consume(self._on_control, no_ack=True)
+
+    async def _follow_stream(self) -> None:
+        """Read the stream from the window's start on; a namespace that has published
+        nothing yet has no stream: `refresh` tries again."""
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        try:
+            stream = await channel.declare_queue(self.topology.log_stream, passive=True)
+        except ChannelNotFoundEntity:
+            return  # the failed declaration closed the channel
+        await channel.set_qos(prefetch_count=1000)
+        offset = f"{int(self.view.window_s) + 1}s"
+        await stream.consume(self._on_record, arguments={"x-stream-offset": offset})
+        self._streaming = True
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+
+    async def refresh(self) -> BrokerView:
+        assert self._connection is not None
+        v = self.view
+        try:
+            if not self._streaming:
+                await self._follow_stream()
+            v.task_queues = tuple(
+                [await _queue_info(self._connection, self.topology.task_queue(nc))
+                 for nc in self.node_classes]
+            )  # fmt: skip
+            v.dead_letters = await _queue_info(self._connection, self.topology.dead_letter_queue)
+            v.error = ""
+        except Exception as exc:  # the broker went away: show what was known, and why
+            v.error = repr(exc)
+        self._prune(time.time())
+        return v
+
+    def _prune(self, now: float) -> None:
+        while self._records and self._records[0][0] < now - self.view.window_s:
+            self._records.popleft()
+        kinds = Counter(kind for _, kind, _ in self._records)
+        self.view.tasks_in_window = kinds["task"]
+        self.view.results_in_window = kinds["result"]
+        self.view.status_mix = dict(Counter(st for _, kind, st in self._records if st))
+
+    async def _on_record(self, message: AbstractIncomingMessage) -> None:
+        await message.ack()  # a stream keeps its messages; the ack returns credit
+        stamp = message.timestamp.timestamp() if message.timestamp else time.time()
+        try:
+            record = codec.decode(message.body)
+        except DecodeError:
+            return
+        if isinstance(record, Result):
+            self._records.append((stamp, "result", str(record.outcome.status)))
+        elif isinstance(record, Task):
+            self._records.append((stamp, "task", ""))
+        else:
+            return
+        if record.run_id:
+            steps = self.view.steps
+            steps[record.run_id] = max(steps.get(record.run_id, 0), record.step)
+
+    async def _on_control(self, message: AbstractIncomingMessage) -> None:
+        try:
+            record = codec.decode(message.body)
+        except DecodeError:
+            return
+        if isinstance(record, Heartbeat):
+            self.view.heartbeats[record.consumer] = record
+        elif isinstance(record, StageUpdate):
+            self.view.stages[record.problem_id] = record

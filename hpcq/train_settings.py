@@ -10,7 +10,7 @@ A TOML file (`hpcq producer --config FILE`) may override any field, section by s
 `[reward]` is the reward the run trains on, defined here once: the producer scores every
 result with it from the raw measurement (hpcq.reward.training_reward), whatever the
 consumers' own TOMLs say, and the run directory's `config.json` records it.
-Command-line flags win over the file. `ops/configs/qwen2.5-coder-14b-instruct.toml` is the
+Command-line flags win over the file. `ops/configs/qwen2.5-coder-14b-h200.toml` is the
 paper's setup as far as it can be reconstructed.
 """
 
@@ -63,6 +63,14 @@ class PolicySettings:
     top_p: float = 1.0
     mask_truncated: bool = False
     """Leave completions that hit max_new_tokens out of the loss (DAPO's overlong filter)."""
+    tis_cap: float = 2.0
+    """C of truncated importance sampling: the surrogate of each token is weighted by
+    min(pi_old / mu, C), mu the policy that sampled it (vLLM, or an older version under
+    asynchronous rollouts); 0 turns the correction off."""
+    logprob_chunk_tokens: int = 256
+    """Completion positions whose (B, t, V) logits exist at once when log-probs are
+    computed: the lm_head runs chunk by chunk (recomputed in the backward pass), so the
+    fp32 (B, T, V) tensor of a 150k-token vocabulary is never built; 0: all at once."""
     lora_r: int = 0
     """0: train every weight; > 0: a LoRA adapter of this rank (peft)."""
     lora_alpha: int = 32
@@ -86,6 +94,11 @@ class PolicySettings:
     """vLLM: "colocate" (in-process engine) or "server" (`vllm_url`)."""
     vllm_url: str = "http://127.0.0.1:8000"
     vllm_gpu_memory_utilization: float = 0.45
+    vllm_sleep: bool = False
+    """colocate: put the engine to sleep (level 2: weights and KV cache freed) while
+    the trainer runs, and wake it for the next generation, so both fit on one GPU."""
+    vllm_server_timeout_s: float = 240.0
+    """server: how long to wait for the vLLM server to come up before failing."""
 
     def __post_init__(self) -> None:
         if self.loss_type not in ("grpo", "dr_grpo", "dapo"):
@@ -98,6 +111,8 @@ class PolicySettings:
             raise ConfigError("beta >= 0, lr > 0, temperature > 0 and 0 < top_p <= 1")
         if self.epochs < 1 or self.micro_batch < 1 or self.max_new_tokens < 1:
             raise ConfigError("epochs, micro_batch and max_new_tokens must be >= 1")
+        if self.tis_cap < 0 or self.logprob_chunk_tokens < 0:
+            raise ConfigError("tis_cap >= 0 (0: off) and logprob_chunk_tokens >= 0 (0: off)")
 
 
 @dataclass(frozen=True)
@@ -115,16 +130,32 @@ class LoopSettings:
     cores_per_task: int = 1
     """Cores of the slots measuring the kernels (told to the model in the prompt)."""
     reward_wait_s: float = 7200.0
-    """Give up on a step whose rewards take longer (the producer retries and leaves out
-    members by itself; this only stops a hung run)."""
+    """Give up when no group's rewards come back for this long (the producer retries and
+    leaves out members by itself; this only stops a hung run)."""
+    max_staleness: int = 0
+    """Asynchronous rollouts: how many policy versions older than the weights being
+    trained a group may be. 0: the synchronous loop (generate, wait for every reward,
+    update). k >= 1: generation runs up to k steps ahead of training while the CPU nodes
+    measure; a group found older than k when it is trained is dropped and counted."""
+    max_in_flight: int = 0
+    """Asynchronous rollouts: at most this many groups sampled and not yet trained
+    (being measured, or measured and waiting). 0: (max_staleness + 1) x
+    prompts_per_step, everything the staleness bound admits."""
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.group_size < 2 or self.prompts_per_step < 1:
             raise ConfigError("steps >= 0, group_size >= 2 and prompts_per_step >= 1")
+        if self.max_staleness < 0 or self.max_in_flight < 0:
+            raise ConfigError("max_staleness >= 0 and max_in_flight >= 0 (0: automatic)")
         if self.on_tie not in ("drop", "resample"):
             raise ConfigError(f"on_tie {self.on_tie!r}: choose drop or resample")
         if self.checkpoint_every < 1 or self.keep_checkpoints < 1:
             raise ConfigError("checkpoint_every and keep_checkpoints must be >= 1")
+
+    @property
+    def in_flight_limit(self) -> int:
+        """Groups sampled and not yet trained, at most (`max_in_flight`, resolved)."""
+        return self.max_in_flight or (self.max_staleness + 1) * self.prompts_per_step
 
 
 @dataclass(frozen=True)

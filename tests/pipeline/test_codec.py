@@ -132,3 +132,23 @@ def test_missing_field_and_wrong_kind() -> None:
     assert _reason(msgpack.packb(body)) == "invalid"
     beat = Heartbeat("h:1", "x", 1, 0, 0)
     assert _reason(codec.encode(beat)) == "invalid"  # a heartbeat is not a task
+
+
+def test_result_carries_compiler_and_flags_and_older_results_decode() -> None:
+    import dataclasses
+
+    import msgpack
+
+    from hpcq.codec import decode_result, encode
+    from hpcq.messages import Result
+    from hpcq.outcome import EvalResult, Status
+
+    o = EvalResult(Status.OK, 1.0, gflops=2.0, compiler="gcc (Debian 12.2.0) 12.2.0",
+                   flags=("-O3", "-march=native"))  # fmt: skip
+    r = Result("t1", o, "h:1", 0, (0,), node_class="x86")
+    back = decode_result(encode(r))
+    assert back.outcome.compiler == o.compiler and back.outcome.flags == o.flags
+    wire = msgpack.unpackb(encode(r))
+    del wire["o"]["cc"], wire["o"]["fl"]  # a consumer older than the fields
+    old = decode_result(msgpack.packb(wire))
+    assert old.outcome == dataclasses.replace(o, compiler="", flags=())

@@ -148,3 +148,47 @@ def test_vllm_backend_without_gpu_is_a_clear_config_error(tiny_model: Path) -> N
     with pytest.raises(ConfigError, match="--backend vllm needs"):
         make_policy(PolicySettings(backend="vllm", model=str(tiny_model)))
     assert isinstance(make_policy(PolicySettings(model=str(tiny_model))), HFPolicy)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 0])
+def test_chunked_logprobs_equal_the_full_logits_and_their_gradients(
+    tiny_model: Path, chunk: int
+) -> None:
+    """Log-probs through the lm_head chunk by chunk (checkpointed under grad) are the
+    log-softmax of the model's own full logits, and so are their gradients."""
+    policy = HFPolicy(dataclasses.replace(SETTINGS, logprob_chunk_tokens=chunk), str(tiny_model))
+    (group,) = policy.generate([PROMPT], 3)
+    pairs = [(s.prompt_ids, s.completion_ids) for s in group]
+    policy.model.zero_grad()
+    logp, entropy, mask = policy.token_logprobs(pairs, grad=True)
+    (logp.sum() * 0.5).backward()
+    chunked_grads = [p.grad.clone() for p in policy.model.parameters()]
+    policy.model.zero_grad()
+    full = []
+    for b, (p, c) in enumerate(pairs):
+        ids = torch.tensor([[*p, *c]])
+        logits = policy.model(input_ids=ids).logits[0].float() / SETTINGS.temperature
+        lp = torch.log_softmax(logits[len(p) - 1 : len(p) + len(c) - 1], -1)
+        full.append(lp.gather(1, torch.tensor(c)[:, None]).squeeze(1))
+        assert logp[b, : len(c)].tolist() == pytest.approx(full[-1].tolist(), abs=1e-5)
+        ent = -(lp.exp() * lp).sum(-1)
+        assert entropy[b, : len(c)].tolist() == pytest.approx(ent.tolist(), abs=1e-4)
+        assert mask[b].sum().item() == len(c)
+    (torch.cat(full).sum() * 0.5).backward()
+    for g, p in zip(chunked_grads, policy.model.parameters(), strict=True):
+        assert torch.allclose(g, p.grad, atol=1e-5), "gradients differ"
+
+
+def test_stale_samples_are_reweighted_and_capped(tiny_model: Path) -> None:
+    """Behaviour log-probs far below pi_old (an old policy, or a sampler that differs)
+    give importance weights above the cap on those tokens; equal ones give weight 1."""
+    policy = HFPolicy(dataclasses.replace(SETTINGS, tis_cap=2.0), str(tiny_model))
+    (group,) = policy.generate([PROMPT], 2)
+    fresh = policy.update([Scored(group[0], 1.0), Scored(group[1], -1.0)])
+    assert fresh.is_clip_frac == 0 and fresh.is_weight_mean == pytest.approx(1.0, abs=1e-3)
+    stale = [
+        dataclasses.replace(s, logprobs=tuple(lp - 2.0 for lp in s.logprobs)) for s in group
+    ]  # mu = pi / e^2 by the sampler's account: pi_old / mu is about 7.4 > cap
+    stats = policy.update([Scored(stale[0], 1.0), Scored(stale[1], -1.0)])
+    assert stats.is_clip_frac > 0.9 and 1.5 < stats.is_weight_mean <= 2.0
+    assert stats.sampler_kl > 0.5

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from .conftest import needs_torch
@@ -60,3 +62,33 @@ def test_micro_batches_sum_to_the_full_batch_loss(loss_type: str) -> None:
         return grpo_loss(logp[rows], old[rows], ref[rows], adv[rows], w, 0.2, 0.28, 0.04)[0]
 
     assert (part(slice(0, 2)) + part(slice(2, 4))).item() == pytest.approx(part(slice(0, 4)).item())
+
+
+def test_truncated_importance_weights_by_hand() -> None:
+    from bridges.grpo_loss import truncated_is_weights
+
+    old = torch.log(torch.tensor([[0.5, 0.4, 0.9, 0.3]]))  # pi_old of four tokens
+    mu = torch.log(torch.tensor([[0.5, 0.8, 0.3, 0.3]]))  # the sampler's (behaviour) probs
+    have = torch.tensor([[True, True, True, False]])  # no behaviour log-prob for the last
+    w, clipped = truncated_is_weights(old, mu, have, cap=2.0)
+    # pi_old / mu = 1, 0.5, 3 -> capped at 2; unknown -> 1
+    assert w.tolist()[0] == pytest.approx([1.0, 0.5, 2.0, 1.0])
+    assert clipped.tolist() == [[False, False, True, False]]
+    off, none = truncated_is_weights(old, mu, have, cap=0.0)
+    assert off.tolist() == [[1.0, 1.0, 1.0, 1.0]] and not none.any()
+
+
+def test_importance_weights_scale_the_surrogate_and_leave_the_kl_alone() -> None:
+    logp = torch.log(torch.tensor([[0.5, 0.5]]))
+    old = logp.clone()  # rho = 1: the surrogate of a token is -A
+    ref = torch.log(torch.tensor([[0.25, 0.5]]))
+    adv = torch.tensor([2.0])
+    w = torch.tensor([[0.5, 0.5]])  # dapo over two tokens
+    is_w = torch.tensor([[3.0, 0.5]])
+    loss, sums = grpo_loss(logp, old, ref, adv, w, 0.2, 0.28, 0.1, is_weights=is_w)
+    kl0 = 0.5 - math.log(0.5) - 1  # k3 with pi_ref / pi_theta = 0.5 on token 0
+    expected = 0.5 * (-2.0 * 3.0 + 0.1 * kl0) + 0.5 * (-2.0 * 0.5 + 0.0)
+    assert loss.item() == pytest.approx(expected)
+    assert sums["kl"].item() == pytest.approx(kl0)
+    plain, _ = grpo_loss(logp, old, ref, adv, w, 0.2, 0.28, 0.1)
+    assert plain.item() == pytest.approx(0.5 * (-2.0 + 0.1 * kl0) + 0.5 * -2.0)

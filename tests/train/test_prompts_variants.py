@@ -111,7 +111,7 @@ def test_paper_config_loads() -> None:
 
     from hpcq.train_settings import load_train_settings
 
-    path = Path(__file__).resolve().parents[2] / "ops/configs/qwen2.5-coder-14b-instruct.toml"
+    path = Path(__file__).resolve().parents[2] / "ops/configs/qwen2.5-coder-14b-h200.toml"
     s = load_train_settings(path, loop={"steps": 3})
     assert s.policy.backend == "vllm" and s.policy.beta > 0 and s.loop.group_size == 8
     assert s.loop.steps == 3  # the command line wins over the file
@@ -127,3 +127,13 @@ def test_unknown_settings_fail_fast() -> None:
         load_train_settings(None, policy={"learning_rate": 1.0})
     with pytest.raises(ConfigError, match="loss_type"):
         load_train_settings(None, policy={"loss_type": "ppo"})
+
+
+def test_non_square_prompts_say_which_size_is_which() -> None:
+    from hpcq.problems import load_problem
+    from hpcq.prompts import DEFAULT_STAGE, user_text
+
+    first = user_text(load_problem("dgemm-1000x300x700"), DEFAULT_STAGE).splitlines()[0]
+    assert "(M = 1000, N = 300, K = 700)" in first
+    cube = user_text(load_problem("dgemm-256"), DEFAULT_STAGE).splitlines()[0]
+    assert "(256 x 256 x 256)" in cube  # the training prompts keep their text

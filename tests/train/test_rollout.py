@@ -57,19 +57,24 @@ async def test_a_group_of_only_violations_sends_nothing() -> None:
 async def test_trl_reward_function_maps_statuses() -> None:
     from bridges.trl_reward import PipelineReward
 
-    reward = PipelineReward(BrokerSettings(), Topology(namespace="t"), node_class="nc")
+    reward = PipelineReward(
+        BrokerSettings(), Topology(namespace="t"), node_class="nc", group_size=3
+    )
     reward._producer = InstantChannel(judge)  # type: ignore[assignment]
     completions: list[Any] = [
         [{"role": "assistant", "content": fenced(KERNEL % "fast")}],
         fenced(KERNEL % "lost"),
         "nothing",
+        fenced(KERNEL % "wrong"),
+        fenced(KERNEL % "fast"),
+        fenced(KERNEL % "fast"),
     ]
     logged: dict[str, float] = {}
     out = await reward(
-        ["p"] * 3, completions, problem_id=["dgemm-256", "dgemm-512", "dgemm-256"],
+        ["p"] * 6, completions, problem_id=["dgemm-256"] * 3 + ["dgemm-512"] * 3,
         log_metric=logged.__setitem__,
     )  # fmt: skip
-    assert out == [3.5, None, -100.0]
-    assert logged["hpcq/ok_fraction"] == 1 / 3
+    assert out == [3.5, None, -100.0, -10.0, 3.5, 3.5]
+    assert logged["hpcq/ok_fraction"] == 3 / 6
     problems = {t.problem_id for t in reward._producer.submitted}  # type: ignore[attr-defined]
     assert problems == {"dgemm-256", "dgemm-512"}

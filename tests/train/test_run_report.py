@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from hpcq import run_report
 from hpcq.run_report import Baselines, summarize
@@ -45,3 +48,15 @@ def test_report_says_plainly_whether_it_rose(tmp_path: Path) -> None:
     path = run_report.write(tmp_path, "r", up, Baselines(0.5, None), notes=["a note"])
     assert "- a note" in path.read_text() and "n/a" in path.read_text()
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_is_written_without_matplotlib(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No plotting library: report.md still comes, with a note; curves.png does not."""
+    for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, name, None)  # import raises ModuleNotFoundError
+    up = [row(i, float(i), 1.0) for i in range(1, 7)]
+    path = run_report.write(tmp_path, "r", up, Baselines(0.5, None))
+    assert "ROSE" in path.read_text() and "curves.png was not drawn" in path.read_text()
+    assert not (tmp_path / "curves.png").exists()

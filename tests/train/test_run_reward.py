@@ -93,7 +93,7 @@ async def test_trl_bridge_returns_the_runs_reward_not_the_consumers() -> None:
     from bridges.trl_reward import PipelineReward
 
     reward = PipelineReward(
-        BrokerSettings(), Topology(namespace="t"), node_class="nc", rewards=RUN_REWARD
+        BrokerSettings(), Topology(namespace="t"), node_class="nc", rewards=RUN_REWARD, group_size=3
     )
     reward._producer = InstantChannel(consumer_judge)  # type: ignore[assignment]
     out = await reward(["p"] * 3, [FAST, BAD, NO_CODE])

@@ -1,107 +1,271 @@
-"""TRL's GRPOTrainer with hpcq's reward function: two steps of the bootstrap model,
-rewards measured by a real consumer through the real broker."""
+"""The TRL bridge: the tie rule as TRL sees it, rank-unique producers, prompts that
+follow the SQD stage, members judged under what they were asked, and TRL's
+GRPOTrainer for two steps of the bootstrap model through `bridges.trl_train`, rewards
+measured by a real consumer through the real broker."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import math
+import importlib.util
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from hpcq.problems import load_problem
-from hpcq.prompts import DEFAULT_STAGE, build_prompt
+from bridges.trl_reward import PipelineReward, tie_masked
+from hpcq.advantages import AdvantageSettings
+from hpcq.broker import BrokerSettings
+from hpcq.errors import ConfigError, InputError
+from hpcq.metrics import StepMetrics
+from hpcq.outcome import Constraints
+from hpcq.prompts import Stage, fenced
+from hpcq.topology import Topology
+from hpcq.variants import Variant
 
-from .conftest import BrokerSpace, needs_torch
+from .conftest import BrokerSpace
 
-needs_torch()
-pytest.importorskip("trl", reason="needs trl (the ml extra)")
-pytest.importorskip("datasets", reason="needs datasets (installed with trl)")
-
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+OPENMP = Variant("ijk", openmp=True)  # declares exactly one technique: openmp
 
 
-def chat_prompt() -> list[dict[str, str]]:
-    return [dataclasses.asdict(m) for m in build_prompt(load_problem("dgemm-256"), DEFAULT_STAGE)]
+def needs(*modules: str) -> pytest.MarkDecorator:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"needs the ml extra ({missing} missing)")
 
 
-async def test_reward_function_alone(tiny_model: Path, space: BrokerSpace) -> None:
+def offline_reward(group_size: int = 2, rank: int = 0) -> PipelineReward:
+    """Enough to test what happens before the broker is reached."""
+    return PipelineReward(
+        BrokerSettings(url="amqp://guest:guest@127.0.0.1:1/"),
+        Topology(namespace="t-offline"),
+        node_class="x",
+        group_size=group_size,
+        rank=rank,
+    )
+
+
+def test_tie_masked_hides_groups_our_rule_drops() -> None:
+    s = AdvantageSettings(tie_rtol=0.02)
+    groups: list[list[float | None]] = [
+        [10.0, 10.1],  # 1% apart: timing jitter, a tie
+        [1.0, 9.0],  # a real difference
+        [None, 3.0],  # one scored member: no baseline
+        [-40.0, -40.0],  # two compile errors
+        [None, 5.0, 8.0],  # left out member, the rest differ
+    ]
+    out, reasons = tie_masked(groups, s)
+    assert reasons == ["tie", "", "too_few", "tie", ""]
+    assert out == [None, None, 1.0, 9.0, None, None, None, None, None, 5.0, 8.0]
+    # With no tolerance the 1% spread counts.
+    out, reasons = tie_masked(groups[:1], AdvantageSettings(tie_rtol=0.0))
+    assert (out, reasons) == ([10.0, 10.1], [""])
+
+
+def test_each_process_has_its_own_results_queue() -> None:
+    names = {offline_reward(rank=r).producer_name for r in range(4)}
+    assert names == {"trl-r0", "trl-r1", "trl-r2", "trl-r3"}
+    with pytest.raises(ConfigError):
+        offline_reward(group_size=1)
+
+
+async def test_groups_must_be_whole_and_asked_alike() -> None:
+    reward = offline_reward(group_size=2)
+    with pytest.raises(ConfigError, match="multiple of num_generations"):
+        await reward([[]] * 3, ["a", "b", "c"])
+    with pytest.raises(InputError, match="one prompt per group"):
+        await reward([[]] * 2, ["a", "b"], forbidden=[["openmp"], []], required=[[], []])
+    with pytest.raises(InputError, match="one prompt per group"):
+        await reward([[]] * 2, ["a", "b"], problem_id=["dgemm-256", "dgemm-512"])
+    assert reward.scored == []
+
+
+class MovingStages:
+    """A StageSource whose stage changes when the test says so (as `hpcq sqd` would)."""
+
+    def __init__(self) -> None:
+        self.stage = Stage()
+        self.reads = 0
+
+    def stage_for(self, problem_id: str) -> Stage:
+        self.reads += 1
+        return self.stage
+
+
+@needs("datasets")
+def test_prompts_follow_the_current_stage() -> None:
+    from bridges.trl_dataset import staged_prompts
+    from hpcq.problems import load_problem
+
+    stages = MovingStages()
+    data = staged_prompts([load_problem("dgemm-256"), load_problem("dgemm-512")], stages, rows=4)
+    assert len(data) == 4
+    first = data.__getitems__([0, 0, 1, 1])  # how the trainer's sampler fetches a batch
+    assert [r["problem_id"] for r in first] == ["dgemm-256"] * 2 + ["dgemm-512"] * 2
+    assert all(r["forbidden"] == [] and r["stage"] == "default" for r in first)
+    assert stages.reads == 2  # once per problem and batch: a group never mixes stages
+    stages.stage = Stage("no-omp", Constraints(forbidden=frozenset({"openmp"})), "No threads.")
+    later = data.__getitems__([2, 2])
+    assert all(r["forbidden"] == ["openmp"] and r["stage"] == "no-omp" for r in later)
+    user = later[0]["prompt"][1]["content"]
+    assert "Forbidden techniques: openmp." in user and "No threads." in user
+    assert first[0]["prompt"][1]["content"] != user
+
+
+@needs("datasets")
+def test_prompts_read_the_stage_client() -> None:
+    from bridges.trl_dataset import staged_prompts
+    from hpcq.messages import StageUpdate
+    from hpcq.problems import default_kernels_dir, load_problem
+    from hpcq.stage_client import StageClient
+    from hpcq.stages import default_config_path, load_config
+
+    config = load_config(default_config_path(default_kernels_dir()))
+    client = StageClient(BrokerSettings(), "t-offline", config)  # never started: apply()
+    data = staged_prompts([load_problem("dgemm-256")], client, rows=2)
+    assert data[0]["stage"] == config.first_stage("dgemm-256").name
+    second = config.schedule_for("dgemm-256").listed(1)
+    assert second is not None
+    client.apply(StageUpdate("r", "dgemm-256", 1, second.name, second.constraints))
+    row = data[1]
+    assert row["stage"] == second.name
+    assert set(row["forbidden"]) == set(second.constraints.forbidden)
+    assert set(row["required"]) == set(second.constraints.required)
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+async def test_reward_function_alone(space: BrokerSpace) -> None:
     from pipeline.helpers import NODE_CLASS, fast_url
 
-    from bridges.trl_reward import PipelineReward
-    from hpcq.broker import BrokerSettings
-
     await space.start_consumer()
-    space.producers.append("trl-alone")
     reward = PipelineReward(
         BrokerSettings(url=fast_url()),
         space.topology,
         node_class=NODE_CLASS,
+        group_size=2,
         producer_name="trl-alone",
+        rank=1,
     )
-    from hpcq.prompts import fenced
-    from hpcq.variants import Variant
-
-    good = fenced(Variant("ikj").source())
-    completions = [[{"role": "assistant", "content": good}], "no code at all"]
+    space.producers.append(reward.producer_name)
+    good, omp = fenced(Variant("ikj").source()), fenced(OPENMP.source())
+    completions: list[Any] = [
+        [{"role": "assistant", "content": good}],  # group 1: a kernel and a violation
+        "no code at all",
+        "no code",  # group 2: two violations tie at -100
+        "none either",
+        omp,  # group 3: asked without threads, answered with them
+        omp,
+    ]
     try:
         logged: dict[str, float] = {}
-        out = await reward([chat_prompt()] * 2, completions, log_metric=logged.__setitem__)
+        out = await reward(
+            [[]] * 6,
+            completions,
+            forbidden=[[], [], [], [], ["openmp"], ["openmp"]],
+            required=[[]] * 6,
+            log_metric=logged.__setitem__,
+        )
     finally:
         await reward.close()
+    assert reward.producer_name == "trl-alone-r1"
     assert out[0] is not None and out[0] > 0  # GFLOPS
     assert out[1] == -100.0  # format violation, judged without a CPU node
-    assert logged["hpcq/ok_fraction"] == 0.5
+    assert out[2:] == [None] * 4  # tied groups: TRL gives them zero advantages
+    groups = reward.take_scored()
+    assert [g.dropped for g in groups] == ["", "tie", "tie"]
+    assert [m.status for m in groups[2].members] == ["violation", "violation"]
+    assert "openmp" in groups[2].members[0].message
+    assert [m.reward for m in groups[1].members] == [-100.0, -100.0]  # kept for the metrics
+    assert logged == {"hpcq/ok_fraction": 1 / 6, "hpcq/groups_dropped": 2.0}
+    assert reward.take_scored() == []
 
 
-def test_grpo_trainer_two_steps(tiny_model: Path, space: BrokerSpace, tmp_path: Path) -> None:
+@needs("torch", "trl", "datasets")
+def test_trl_leaves_none_rewards_out(tiny_model: Path, tmp_path: Path) -> None:
+    """What the tie rule relies on, checked on the installed TRL: a group whose rewards
+    are all None gets zero advantages; a None member is out of its group's baseline."""
     from datasets import Dataset
-    from pipeline.helpers import NODE_CLASS, fast_url
     from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
     from bridges.hf_policy import load_tokenizer
-    from bridges.trl_reward import PipelineReward
-    from hpcq.broker import BrokerSettings
 
-    asyncio.run(space.start_consumer())
-    space.producers.append("trl-test")
-    reward = PipelineReward(
-        BrokerSettings(url=fast_url()),
-        space.topology,
-        node_class=NODE_CLASS,
-        producer_name="trl-test",
-    )
-    data = Dataset.from_list([{"prompt": chat_prompt(), "problem_id": "dgemm-256"}] * 8)
+    def reward(completions: list[Any], **_: Any) -> list[float | None]:
+        return [None, None, None, None, 1.0, 3.0, None, 8.0][: len(completions)]
+
     config = GRPOConfig(
         output_dir=str(tmp_path / "trl"),
-        max_steps=2,
-        per_device_train_batch_size=4,
+        max_steps=1,
+        per_device_train_batch_size=8,
         num_generations=4,
-        max_completion_length=160,
-        learning_rate=1e-3,
-        beta=0.0,
-        logging_steps=1,
+        max_completion_length=8,
+        shuffle_dataset=False,
         report_to="none",
         use_cpu=True,
         save_strategy="no",
-        top_k=0,
+        disable_tqdm=True,
     )
     trainer = GRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(tiny_model),
         reward_funcs=[reward],
         args=config,
-        train_dataset=data,
+        train_dataset=Dataset.from_list([{"prompt": "a"}, {"prompt": "b"}]),
         processing_class=load_tokenizer(str(tiny_model)),
     )
-    try:
-        trainer.train()
-    finally:  # the producer's connection lives on TRL's event loop thread: close it there
-        asyncio.run_coroutine_threadsafe(reward.close(), trainer.async_loop).result(30)
-    assert trainer.state.global_step == 2
-    assert reward.calls == 2
-    logged = [h for h in trainer.state.log_history if "reward" in h]
-    assert len(logged) == 2
-    # NaN when no member of a step was scored: each step must have had some.
-    assert all(math.isfinite(h["rewards/hpcq_gflops/mean"]) for h in logged)
+    trainer.train()
+    advantages = list(trainer._logs["advantages"])
+    assert advantages[:4] == [0.0] * 4
+    # Scored 1, 3, 8 (mean 4, sample std 3.6): the None member is not counted as 0.
+    assert advantages[4] == pytest.approx(-3 / 3.6056, rel=1e-3)
+    assert advantages[6] == 0.0 and advantages[7] == pytest.approx(4 / 3.6056, rel=1e-3)
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+@needs("torch", "trl", "datasets")
+async def test_trl_train_two_steps(tiny_model: Path, space: BrokerSpace, tmp_path: Path) -> None:
+    """`python -m bridges.trl_train` in one process: the run directory gets what
+    `hpcq producer`'s gets, in the same format."""
+    from pipeline.helpers import NODE_CLASS, fast_url
+
+    from bridges import trl_train
+
+    await space.start_consumer()
+    run_dir = tmp_path / "trl-run"
+    space.producers.append("trl-t-r0")
+    argv = ["--namespace", space.name, "--amqp-url", fast_url(), "--run-dir", str(run_dir)]
+    argv += ["--model", str(tiny_model), "--node-class", NODE_CLASS, "--name", "trl-t"]
+    argv += ["--steps", "2", "--group-size", "4", "--prompts-per-step", "2"]
+    argv += ["--max-new-tokens", "120"]
+    assert trl_train.main(argv) == 0
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert set(rows[0]) == {f.name for f in dataclasses.fields(StepMetrics)}
+    for r in rows:
+        assert r["samples"] == 8 and r["groups"] == 2
+        assert sum(r["status_fractions"].values()) == pytest.approx(1.0)
+        assert r["reward_mean"] is not None and r["loss"] == r["loss"]
+    report = (run_dir / "report.md").read_text()
+    assert report.startswith("# Run trl-run") and "in 2 steps" in report
+    assert "Trained with TRL's GRPOTrainer" in report
+    recorded = json.loads((run_dir / "config.json").read_text())
+    assert recorded["train"]["loop"]["group_size"] == 4
+    assert (run_dir / "trl" / "checkpoint-2" / "trainer_state.json").is_file()
+    # A crash after a line of step 3 was written: the rerun resumes from checkpoint 2 and
+    # replaces that line instead of counting the step twice.
+    with (run_dir / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({**rows[1], "step": 3, "samples": -1}) + "\n")
+    assert trl_train.main([*argv, "--steps", "3"]) == 0
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["samples"]) for r in rows] == [(1, 8), (2, 8), (3, 8)]
+
+
+def test_settings_trl_does_not_honour_are_named() -> None:
+    from bridges.trl_train import unmapped
+    from hpcq.train_settings import load_train_settings
+
+    assert unmapped(load_train_settings(None)) == []
+    notes = unmapped(
+        load_train_settings(None, policy={"logprob_chunk_tokens": 64}, loop={"on_tie": "resample"})
+    )
+    assert any("logprob_chunk_tokens" in n for n in notes) and any("resample" in n for n in notes)
