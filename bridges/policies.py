@@ -36,3 +36,14 @@ def device_memory_bytes(settings: PolicySettings) -> int:
         return 0
     device = torch.device(settings.device if settings.device != "auto" else "cuda")
     return int(torch.cuda.get_device_properties(device).total_memory)
+
+
+def reseed(seed: int) -> None:
+    """Seed every generator a policy samples with (torch's, CUDA's with it, Python's),
+    so models loaded one after another sample from the same seed."""
+    import random
+
+    import torch
+
+    torch.manual_seed(seed)
+    random.seed(seed)

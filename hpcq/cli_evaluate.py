@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import random
 import re
 import sys
 import time
@@ -168,12 +167,11 @@ def _describe(r: Resolved) -> str:
 def policy_factory(
     models: dict[str, Resolved], base: PolicySettings, cache_dir: Path
 ) -> PolicyFactory:
-    """Loads a model as a policy (torch imported here), seeded alike for every model."""
+    """Loads a model as a policy (bridges, and torch with it, imported here), seeded alike
+    for every model."""
 
     def load(spec: ModelSpec) -> Policy:
-        import torch
-
-        from bridges.policies import make_policy
+        from bridges.policies import make_policy, reseed
         from hpcq.cli_train import ensure_model
 
         r = models[spec.label]
@@ -191,8 +189,7 @@ def policy_factory(
             raise InputError(f"cannot load model {spec.given!r}: {exc}; {MODEL_HELP}") from exc
         # A checkpoint restores the RNG it was saved with: reseed, so every model samples
         # from the same seed.
-        torch.manual_seed(base.seed)
-        random.seed(base.seed)
+        reseed(base.seed)
         return policy
 
     return load
