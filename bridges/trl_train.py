@@ -25,7 +25,6 @@ import asyncio
 import dataclasses
 import os
 import re
-import statistics
 import sys
 import time
 from collections import Counter
@@ -37,8 +36,7 @@ from bridges.trl_reward import PipelineReward, ScoredGroup
 from hpcq import metrics, run_report
 from hpcq.errors import ConfigError, HpcqError
 from hpcq.metrics import StepMetrics
-from hpcq.outcome import Status
-from hpcq.rollout import LEFT_OUT
+from hpcq.rollout import member_figures
 from hpcq.train_settings import TrainSettings, load_train_settings, record_run
 
 STEP_DIR = re.compile(r"^checkpoint-(\d+)$")
@@ -125,17 +123,8 @@ def step_metrics(
     """One `metrics.jsonl` line, aggregated like `hpcq.grpo`'s: rewards and statuses
     from the pipeline's members (every process's), the update's figures from TRL's log.
     `times`: (generate, rewards, update) seconds."""
-    members = [m for g in groups for m in g.members]
-    rewards = [m.reward for m in members if m.reward is not None]
-    gflops = [m.gflops for m in members if m.status == Status.OK and m.gflops is not None]
-    statuses = Counter(m.status for m in members)
-    names = [str(s) for s in Status if s is not Status.INFRA_ERROR] + [LEFT_OUT]
     reasons = Counter(g.dropped for g in groups if g.dropped)
-    per_problem: dict[str, list[float]] = {}
-    for m in members:
-        if m.reward is not None:
-            per_problem.setdefault(m.problem_id, []).append(m.reward)
-    dropped = sum(reasons.values())
+    figures = member_figures([g.members for g in groups], reasons)
 
     def log(key: str) -> float:
         value = logs.get(key)
@@ -144,16 +133,7 @@ def step_metrics(
     return StepMetrics(
         step=step,
         policy_version=step,  # optimizer steps done after this one
-        samples=len(members),
-        groups=len(groups),
-        groups_dropped=dropped,
-        frac_groups_dropped=dropped / max(1, len(groups)),
-        drop_reasons=dict(reasons),
-        reward_mean=statistics.fmean(rewards) if rewards else None,
-        reward_std=statistics.pstdev(rewards) if rewards else None,
-        gflops_best=max(gflops) if gflops else None,
-        gflops_mean=statistics.fmean(gflops) if gflops else None,
-        status_fractions={n: statuses.get(n, 0) / max(1, len(members)) for n in names},
+        **figures,
         kl=log("kl"),
         clip_low=log("clip_ratio/low_mean"),
         clip_high=log("clip_ratio/high_mean"),
@@ -166,8 +146,6 @@ def step_metrics(
         time_generate_s=times[0],
         time_rewards_s=times[1],
         time_update_s=times[2],
-        eval_busy_s=sum(m.eval_s for m in members),
-        problems={p: statistics.fmean(r) for p, r in sorted(per_problem.items())},
         wall_time=time.time(),
         sampler_kl=log("sampling/sampling_logp_difference/mean"),
         time_step_s=sum(times),

@@ -39,11 +39,18 @@ from hpcq import checkpoint, metrics
 from hpcq.advantages import drop_reason, group_advantages
 from hpcq.errors import InfraError
 from hpcq.metrics import StepMetrics
-from hpcq.outcome import Status
 from hpcq.policy import Policy, Scored, UpdateStats
 from hpcq.problems import Problem
 from hpcq.prompts import StageSource, build_prompt
-from hpcq.rollout import LEFT_OUT, Context, Group, GroupChannel, Member, Prompted, Rollouts
+from hpcq.rollout import (
+    Context,
+    Group,
+    GroupChannel,
+    Member,
+    Prompted,
+    Rollouts,
+    member_figures,
+)
 from hpcq.train_settings import LoopSettings, TrainSettings
 
 log = structlog.get_logger()
@@ -215,29 +222,11 @@ def _metrics(
     times: tuple[float, float, float],
 ) -> StepMetrics:
     members = [m for g in groups for m in g]
-    rewards = [m.reward for m in members if m.reward is not None]
-    gflops = [m.gflops for m in members if m.status == Status.OK and m.gflops is not None]
-    statuses = Counter(m.status for m in members)
-    names = [str(s) for s in Status if s is not Status.INFRA_ERROR] + [LEFT_OUT]
-    per_problem: dict[str, list[float]] = {}
-    for m in members:
-        if m.reward is not None:
-            per_problem.setdefault(m.problem_id, []).append(m.reward)
     lengths = [len(m.sample.completion_ids) for m in members]
-    dropped = sum(reasons.values())
     return StepMetrics(
         step=step,
         policy_version=run.policy.version,
-        samples=len(members),
-        groups=len(groups),
-        groups_dropped=dropped,
-        frac_groups_dropped=dropped / max(1, len(groups)),
-        drop_reasons=dict(reasons),
-        reward_mean=statistics.fmean(rewards) if rewards else None,
-        reward_std=statistics.pstdev(rewards) if rewards else None,
-        gflops_best=max(gflops) if gflops else None,
-        gflops_mean=statistics.fmean(gflops) if gflops else None,
-        status_fractions={n: statuses.get(n, 0) / max(1, len(members)) for n in names},
+        **member_figures(groups, reasons),
         kl=stats.kl,
         clip_low=stats.clip_low,
         clip_high=stats.clip_high,
@@ -250,8 +239,6 @@ def _metrics(
         time_generate_s=times[0],
         time_rewards_s=times[1],
         time_update_s=times[2],
-        eval_busy_s=sum(m.eval_s for m in members),
-        problems={p: statistics.fmean(r) for p, r in sorted(per_problem.items())},
         wall_time=time.time(),
         sampler_kl=stats.sampler_kl,
     )

@@ -17,11 +17,12 @@ peak under fraction_of_peak) is left out, never guessed.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import uuid
-from collections import deque
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -216,3 +217,36 @@ async def score(
             ) from None
         groups[g.group_id] = g
     return [list(groups[i].members) for i in ids]
+
+
+def member_figures(
+    groups: Sequence[Sequence[Member]], reasons: Mapping[str, int]
+) -> dict[str, Any]:
+    """The `StepMetrics` fields that come from a step's scored members alone, for every
+    loop that writes metrics.jsonl (hpcq.grpo and the TRL launcher): counts, drops,
+    rewards, GFLOPS of ok kernels, the status mix, evaluation time and per-problem means.
+    `reasons`: dropped groups by why."""
+    members = [m for g in groups for m in g]
+    rewards = [m.reward for m in members if m.reward is not None]
+    gflops = [m.gflops for m in members if m.status == Status.OK and m.gflops is not None]
+    statuses = Counter(m.status for m in members)
+    names = [str(s) for s in Status if s is not Status.INFRA_ERROR] + [LEFT_OUT]
+    per_problem: dict[str, list[float]] = {}
+    for m in members:
+        if m.reward is not None:
+            per_problem.setdefault(m.problem_id, []).append(m.reward)
+    dropped = sum(reasons.values())
+    return {
+        "samples": len(members),
+        "groups": len(groups),
+        "groups_dropped": dropped,
+        "frac_groups_dropped": dropped / max(1, len(groups)),
+        "drop_reasons": dict(reasons),
+        "reward_mean": statistics.fmean(rewards) if rewards else None,
+        "reward_std": statistics.pstdev(rewards) if rewards else None,
+        "gflops_best": max(gflops) if gflops else None,
+        "gflops_mean": statistics.fmean(gflops) if gflops else None,
+        "status_fractions": {n: statuses.get(n, 0) / max(1, len(members)) for n in names},
+        "eval_busy_s": sum(m.eval_s for m in members),
+        "problems": {p: statistics.fmean(r) for p, r in sorted(per_problem.items())},
+    }
