@@ -29,10 +29,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hpcq.engine import Engine  # noqa: E402
-from hpcq.harness import parse_verdict  # noqa: E402
+from hpcq.eval.engine import Engine  # noqa: E402
+from hpcq.eval.harness import parse_verdict  # noqa: E402
+from hpcq.eval.settings import EngineSettings  # noqa: E402
 from hpcq.outcome import EvalRequest, Status  # noqa: E402
-from hpcq.settings import EngineSettings  # noqa: E402
 from tests.corpus_cases import cases  # noqa: E402
 
 NUMPY_SNIPPET = """
@@ -134,7 +134,7 @@ async def overhead(engine: Engine, source: str, cores: tuple[int, ...]) -> dict[
         captured["v"] = v
         return v
 
-    import hpcq.engine as engine_module
+    import hpcq.eval.engine as engine_module
 
     engine_module.harness.parse_verdict = spy  # type: ignore[assignment]
     try:

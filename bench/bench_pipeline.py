@@ -8,7 +8,7 @@ In one run, against the broker on 127.0.0.1:5672:
    after the reply is confirmed), as a ratio (target: hpcq >= 0.8 of the echo);
 2. the pipeline's overhead on real evaluations: the same corpus of kernels evaluated
    through the queue (one consumer, one slot) versus directly by the engine on the same
-   core, as a throughput ratio (target >= 0.97). Needs hpcq.engine and a node where it
+   core, as a throughput ratio (target >= 0.97). Needs hpcq.eval.engine and a node where it
    can evaluate; otherwise the section says why it was skipped.
 A benchmark, not a test: figures are reported, never asserted. JSON -> bench/results/.
 """
@@ -34,13 +34,13 @@ import aio_pika
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hpcq import codec  # noqa: E402
-from hpcq.broker import BrokerSettings  # noqa: E402
-from hpcq.messages import Task  # noqa: E402
-from hpcq.producer import Producer, ProducerSettings  # noqa: E402
-from hpcq.settings import detect_node_class  # noqa: E402
-from hpcq.slots import allowed_cores, plan_slots  # noqa: E402
-from hpcq.topology import Topology, delete_namespace  # noqa: E402
+from hpcq.eval.settings import detect_node_class  # noqa: E402
+from hpcq.pipeline import codec  # noqa: E402
+from hpcq.pipeline.broker import BrokerSettings  # noqa: E402
+from hpcq.pipeline.messages import Task  # noqa: E402
+from hpcq.pipeline.producer import Producer, ProducerSettings  # noqa: E402
+from hpcq.pipeline.slots import allowed_cores, plan_slots  # noqa: E402
+from hpcq.pipeline.topology import Topology, delete_namespace  # noqa: E402
 
 URL = os.environ.get("HPCQ_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 CORPUS = REPO / "tests" / "corpus" / "honest"
@@ -280,11 +280,11 @@ async def engine_overhead(files: list[Path], repeat: int) -> dict[str, Any]:
     """Alternating passes over the corpus, directly and through the queue, on the same
     core; both engines have their result cache off, so every pass really evaluates."""
     try:
-        from hpcq.engine import Engine
+        from hpcq.eval.engine import Engine
     except ImportError as exc:
-        return {"skipped": f"hpcq.engine not importable: {exc}"}
+        return {"skipped": f"hpcq.eval.engine not importable: {exc}"}
+    from hpcq.eval.settings import EngineSettings
     from hpcq.outcome import EvalRequest, Status
-    from hpcq.settings import EngineSettings
 
     # What `hpcq consumer --slots 1` plans on this node: one slot, the rest reserved.
     plan = plan_slots(allowed_cores(), slots=1)

@@ -42,9 +42,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bridges.demo import Children, _delete_queues, ensure_broker  # noqa: E402
-from hpcq import metrics  # noqa: E402
-from hpcq.broker import DEFAULT_AMQP_URL  # noqa: E402
-from hpcq.settings import load_settings  # noqa: E402
+from hpcq.eval.settings import load_settings  # noqa: E402
+from hpcq.pipeline.broker import DEFAULT_AMQP_URL  # noqa: E402
+from hpcq.train import metrics  # noqa: E402
 
 
 def generation_speed(model: str, prompts: int, n: int, max_new_tokens: int) -> dict[str, Any]:
@@ -55,9 +55,9 @@ def generation_speed(model: str, prompts: int, n: int, max_new_tokens: int) -> d
         return {"skipped": "needs vllm and a CUDA GPU"}
     from bridges.hf_policy import HFPolicy
     from bridges.vllm_policy import VLLMPolicy
-    from hpcq.problems import load_problem
-    from hpcq.prompts import DEFAULT_STAGE, build_prompt
-    from hpcq.train_settings import PolicySettings
+    from hpcq.eval.problems import load_problem
+    from hpcq.train.prompts import DEFAULT_STAGE, build_prompt
+    from hpcq.train.settings import PolicySettings
 
     batch = [build_prompt(load_problem("dgemm-256"), DEFAULT_STAGE)] * prompts
     out: dict[str, Any] = {}
@@ -130,7 +130,7 @@ def summarize(steps: list[dict[str, Any]]) -> dict[str, Any]:
 def run_mode(
     mode: str, args: argparse.Namespace, model: str, base: Path, namespace: str, node: str
 ) -> list[dict[str, Any]]:
-    from hpcq.cli_train import parser_with_training
+    from bridges.cli_train import parser_with_training
 
     staleness, in_flight = MODES[mode]
     run_dir = base / mode
@@ -224,7 +224,7 @@ def main() -> int:
     if problem is not None:
         print(f"bench-train: {problem}", file=sys.stderr)
         return 2
-    from hpcq.cli_train import ensure_model
+    from bridges.cli_train import ensure_model
 
     settings = load_settings(None)
     model = ensure_model(args.model, settings.cache_dir)

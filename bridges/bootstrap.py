@@ -1,8 +1,8 @@
 """`hpcq bootstrap-model`: the project's own small code model, built on a CPU in minutes.
 
 1. A corpus of (prompt, answer) pairs: the prompt is exactly what the GRPO loop sends
-   (hpcq.prompts) under constraints sampled like a stage's, the answer a fenced DGEMM
-   variant that satisfies them (hpcq.variants).
+   (hpcq.train.prompts) under constraints sampled like a stage's, the answer a fenced DGEMM
+   variant that satisfies them (bridges.bootstrap_variants).
 2. A byte-level BPE tokenizer trained on that corpus with the `tokenizers` library,
    wrapped as a transformers tokenizer with a ChatML-style chat template, so the loop
    treats it exactly like Qwen2.5-Coder's.
@@ -29,14 +29,14 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 from transformers.utils import logging as hf_logging
 
-from hpcq.extract import extract_code
+from bridges.bootstrap_variants import allowed, sample_constraints
+from hpcq.eval.problems import catalogue, default_kernels_dir, load_problem
+from hpcq.eval.settings import EngineSettings
+from hpcq.eval.techniques import CATALOGUE
 from hpcq.outcome import Constraints, EvalRequest, Status
-from hpcq.problems import catalogue, default_kernels_dir, load_problem
-from hpcq.prompts import DEFAULT_STAGE, Message, Stage, build_prompt, fenced
-from hpcq.settings import EngineSettings
-from hpcq.techniques import CATALOGUE
-from hpcq.train_settings import PolicySettings
-from hpcq.variants import allowed, sample_constraints
+from hpcq.train.extract import extract_code
+from hpcq.train.prompts import DEFAULT_STAGE, Message, Stage, build_prompt, fenced
+from hpcq.train.settings import PolicySettings
 
 END = "<|im_end|>"
 PAD = "<|endoftext|>"
@@ -68,9 +68,9 @@ class BootstrapSettings:
 
 def sqd_stages(seed: int = 0) -> list[Stage]:
     """The stages `hpcq sqd` can put in a prompt (listed, made at run time, final), as the
-    producer sees them (`hpcq.stage_client`: constraints plus the stage's text as hint).
+    producer sees them (`hpcq.sqd.client`: constraints plus the stage's text as hint).
     Made stages forbid the catalogue's techniques one, two or three at a time."""
-    from hpcq.stages import default_config_path, load_config
+    from hpcq.sqd.stages import default_config_path, load_config
 
     config = load_config(default_config_path(default_kernels_dir()))
     rng = random.Random(seed)
@@ -245,7 +245,7 @@ async def check_step0(
     """Sample `n` completions under the default stage (no RL yet) and judge each with the
     real engine on one core: the share of `ok` is the model's starting point."""
     from bridges.hf_policy import HFPolicy
-    from hpcq.engine import Engine
+    from hpcq.eval.engine import Engine
 
     policy = HFPolicy(PolicySettings(max_new_tokens=256, threads=1), str(model_dir))
     problem = load_problem(problem_id, engine_settings.kernels_dir or default_kernels_dir())

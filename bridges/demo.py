@@ -35,10 +35,11 @@ from types import FrameType
 
 from yarl import URL
 
-from hpcq import metrics, run_report
-from hpcq.broker import DEFAULT_AMQP_URL
+from hpcq.eval.settings import EngineSettings, load_settings
 from hpcq.outcome import Constraints, EvalRequest
-from hpcq.settings import EngineSettings, load_settings
+from hpcq.pipeline.broker import DEFAULT_AMQP_URL
+from hpcq.train import metrics
+from hpcq.train import report as run_report
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL_CONFIG = REPO / "ops" / "configs" / "bootstrap-small.toml"
@@ -104,7 +105,7 @@ def slot_core() -> int:
 
 
 def measure_naive(settings: EngineSettings, core: int) -> float | None:
-    from hpcq.engine import Engine
+    from hpcq.eval.engine import Engine
 
     request = EvalRequest("dgemm-256", NAIVE, Constraints(), (core,))
     result = asyncio.run(Engine(settings).evaluate(request))
@@ -151,7 +152,7 @@ class Children:
 async def _delete_queues(url: str, namespace: str, producer: str, node_class: str) -> None:
     import aio_pika
 
-    from hpcq.topology import Topology, delete_namespace
+    from hpcq.pipeline.topology import Topology, delete_namespace
 
     connection = await aio_pika.connect(url, timeout=10)
     try:
@@ -170,8 +171,8 @@ def evaluate_before_after(
 ) -> str:
     """`hpcq evaluate` of the initial model against the trained one on the held-out suite,
     with the training's sampling settings: a section for the report."""
-    from hpcq.cli_evaluate import before_after
-    from hpcq.train_settings import load_train_settings
+    from bridges.cli_evaluate import before_after
+    from hpcq.train.settings import load_train_settings
 
     print(
         f"evaluating the initial and the trained model (held-out suite, K={args.eval_k})",
@@ -220,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
             sqd = [sys.executable, "-m", "hpcq", *top, "sqd", "--namespace", namespace]
             sqd += ["--amqp-url", args.amqp_url, "--state-dir", str(run_dir / "sqd")]
             children.start(sqd, run_dir / "sqd.log")
-        from hpcq.cli_train import parser_with_training
+        from bridges.cli_train import parser_with_training
 
         argv = [*top, "producer", "--namespace", namespace, "--amqp-url", args.amqp_url]
         argv += ["--run-dir", str(run_dir), "--name", producer, "--steps", str(args.steps)]

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from hpcq.train_settings import LossType
+from hpcq.train.settings import LossType
 
 
 def clipped_surrogate(

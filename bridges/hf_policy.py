@@ -1,4 +1,4 @@
-"""A `hpcq.policy.Policy` on transformers: any causal LM by hub id or local path, full
+"""A `hpcq.train.policy.Policy` on transformers: any causal LM by hub id or local path, full
 fine-tuning or a LoRA adapter (peft), on CPU or GPU.
 
 Generation samples each prompt's G completions in one `generate` call (no padding
@@ -22,9 +22,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from transformers.utils import logging as hf_logging
 
 from bridges.grpo_loss import grpo_loss, token_weights, truncated_is_weights
-from hpcq.policy import Sample, Scored, UpdateStats
-from hpcq.prompts import Message
-from hpcq.train_settings import PolicySettings
+from hpcq.train.policy import Sample, Scored, UpdateStats
+from hpcq.train.prompts import Message
+from hpcq.train.settings import PolicySettings
 
 
 def _last_hidden(model: Any, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:

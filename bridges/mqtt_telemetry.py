@@ -1,6 +1,6 @@
 """Telemetry over MQTT with aiomqtt (the `mqtt` extra): the publisher and the reader.
 
-`MqttTelemetry` implements `hpcq.telemetry.Telemetry`. Reports go into a bounded queue
+`MqttTelemetry` implements `hpcq.pipeline.telemetry.Telemetry`. Reports go into a bounded queue
 and return at once; one background task connects (with a last will when it speaks for a
 node), publishes what is queued, and on any MQTT error reconnects with a doubling
 backoff. While the broker is away the queue fills and the oldest messages are dropped
@@ -32,8 +32,8 @@ from typing import Any
 import aiomqtt
 import structlog
 
-from hpcq import telemetry as t
-from hpcq.metrics import StepMetrics
+from hpcq.pipeline import telemetry as t
+from hpcq.train.metrics import StepMetrics
 
 log = structlog.get_logger()
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib.util
 
 from hpcq.errors import ConfigError
-from hpcq.policy import Policy
-from hpcq.train_settings import PolicySettings
+from hpcq.train.policy import Policy
+from hpcq.train.settings import PolicySettings
 
 
 def make_policy(settings: PolicySettings) -> Policy:

@@ -1,6 +1,6 @@
 """An opt-in Prometheus endpoint (prometheus-client, the `prometheus` extra).
 
-`PromTelemetry` implements `hpcq.telemetry.Telemetry`: each report sets metrics in a
+`PromTelemetry` implements `hpcq.pipeline.telemetry.Telemetry`: each report sets metrics in a
 registry of its own, served over HTTP by prometheus-client's server thread (`/metrics`
 on `--metrics-port`). Setting a metric is a few dictionary updates under a lock: it
 never waits on the network. The figures are those of the MQTT telemetry:
@@ -24,9 +24,9 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from hpcq import telemetry as t
 from hpcq.errors import ConfigError
-from hpcq.metrics import StepMetrics
+from hpcq.pipeline import telemetry as t
+from hpcq.train.metrics import StepMetrics
 
 _TRAIN_GAUGES = {
     "reward_mean": "mean reward of the step's scored members",

@@ -1,8 +1,8 @@
 """Prompts for TRL's GRPOTrainer that follow each problem's current SQD stage.
 
 A row holds only a problem id; its prompt is built when the trainer fetches the row,
-from the stage its `StageSource` (`hpcq.stage_client.StageClient` under `hpcq sqd`,
-`hpcq.prompts.FixedStages` otherwise) gives now, with `hpcq.prompts.build_prompt`, the
+from the stage its `StageSource` (`hpcq.sqd.client.StageClient` under `hpcq sqd`,
+`hpcq.train.prompts.FixedStages` otherwise) gives now, with `hpcq.train.prompts.build_prompt`, the
 same text `hpcq producer` sends. A row carries the constraints it was asked under
 (`stage`, `forbidden`, `required` columns), which TRL hands to the reward function with
 the completions, so a member is judged under what it was asked even if the stage
@@ -25,9 +25,9 @@ from typing import Any
 from datasets import Dataset  # type: ignore[import-untyped]
 
 from hpcq.errors import ConfigError
-from hpcq.problems import Problem
-from hpcq.prompts import Stage, StageSource, build_prompt
-from hpcq.techniques import CATALOGUE
+from hpcq.eval.problems import Problem
+from hpcq.eval.techniques import CATALOGUE
+from hpcq.train.prompts import Stage, StageSource, build_prompt
 
 
 def _ordered(techniques: frozenset[str]) -> list[str]:

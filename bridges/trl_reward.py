@@ -31,8 +31,8 @@ of turning jitter into +-1 (the group still counts in TRL's loss normalisation, 
 our own loop drops it from the batch).
 
 The reward is the run's: `rewards` (default: the paper's tiers and GFLOPS) applied here,
-on the trainer's side, to the raw measurement (`hpcq.reward.training_reward`, through
-`hpcq.rollout.score`, the same function `hpcq producer` trains with). The reward figure
+on the trainer's side, to the raw measurement (`hpcq.eval.reward.training_reward`, through
+`hpcq.train.rollout.score`, the same function `hpcq producer` trains with). The reward figure
 a consumer computed from its own TOML is ignored.
 
 Each member is judged under the constraints it was sampled with: the dataset's
@@ -53,16 +53,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hpcq.advantages import AdvantageSettings, drop_reason
-from hpcq.broker import BrokerSettings
 from hpcq.errors import ConfigError, InputError
+from hpcq.eval.problems import Problem, load_problem
+from hpcq.eval.settings import RewardSettings, check_reward_settings
 from hpcq.outcome import Constraints, Status
-from hpcq.policy import Sample
-from hpcq.problems import Problem, load_problem
-from hpcq.producer import Producer, ProducerSettings
-from hpcq.rollout import Context, Member, Prompted, score
-from hpcq.settings import RewardSettings, check_reward_settings
-from hpcq.topology import Topology, check_name
+from hpcq.pipeline.broker import BrokerSettings
+from hpcq.pipeline.producer import Producer, ProducerSettings
+from hpcq.pipeline.topology import Topology, check_name
+from hpcq.train.advantages import AdvantageSettings, drop_reason
+from hpcq.train.policy import Sample
+from hpcq.train.rollout import Context, Member, Prompted, score
 
 
 def completion_text(completion: Any) -> str:
@@ -77,7 +77,7 @@ class ScoredGroup:
     """One group as the pipeline judged it, for the run's metrics."""
 
     members: tuple[Member, ...]
-    dropped: str  # "" when it counts, else hpcq.advantages.drop_reason's "tie" / "too_few"
+    dropped: str  # "" when it counts, else hpcq.train.advantages.drop_reason's "tie" / "too_few"
     started: float  # time.monotonic() when the call began
     finished: float  # ... and when its rewards were back
 

@@ -9,8 +9,8 @@ The same training TOML as `hpcq producer` (`[policy]`, `[loop]`, `[advantage]`,
 (one producer per process), the prompts `bridges.trl_dataset.staged_prompts` (the SQD
 controller's current stages with `--stages sqd`). The run directory gets what the
 producer's gets: `config.json`, one `metrics.jsonl` line per generation step in the
-same format (`hpcq.metrics.StepMetrics`), and at the end `report.md` and `curves.png`
-(`hpcq.run_report`); TRL's own checkpoints go to `DIR/trl/`, every `checkpoint_every`
+same format (`hpcq.train.metrics.StepMetrics`), and at the end `report.md` and `curves.png`
+(`hpcq.train.report`); TRL's own checkpoints go to `DIR/trl/`, every `checkpoint_every`
 steps and at the end, and a rerun with the same `--run-dir` resumes from the newest.
 
 Batch shape: a step is `prompts_per_step` groups of `group_size`, split evenly over the
@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import Any, cast
 
 from bridges.trl_reward import PipelineReward, ScoredGroup
-from hpcq import metrics, run_report
 from hpcq.errors import ConfigError, HpcqError
-from hpcq.metrics import StepMetrics
-from hpcq.rollout import member_figures
-from hpcq.train_settings import TrainSettings, load_train_settings, record_run
+from hpcq.train import metrics
+from hpcq.train import report as run_report
+from hpcq.train.metrics import StepMetrics
+from hpcq.train.rollout import member_figures
+from hpcq.train.settings import TrainSettings, load_train_settings, record_run
 
 STEP_DIR = re.compile(r"^checkpoint-(\d+)$")
 
@@ -120,7 +121,7 @@ def grpo_config(train: TrainSettings, run_dir: Path, processes: int) -> Any:
 def step_metrics(
     step: int, groups: Sequence[ScoredGroup], logs: dict[str, float], times: Sequence[float]
 ) -> StepMetrics:
-    """One `metrics.jsonl` line, aggregated like `hpcq.grpo`'s: rewards and statuses
+    """One `metrics.jsonl` line, aggregated like `hpcq.train.loop`'s: rewards and statuses
     from the pipeline's members (every process's), the update's figures from TRL's log.
     `times`: (generate, rewards, update) seconds."""
     reasons = Counter(g.dropped for g in groups if g.dropped)
@@ -213,7 +214,7 @@ def last_checkpoint(out_dir: Path) -> tuple[Path, int] | None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from hpcq.cli_pipeline import add_broker_args
+    from hpcq.cli.common import add_broker_args
 
     p = argparse.ArgumentParser(prog="python -m bridges.trl_train", description=__doc__)
     add_broker_args(p)
@@ -255,9 +256,9 @@ def _stage_client(args: argparse.Namespace, kernels: Path) -> Any:
     """`--stages sqd`: a StageClient (started later, on TRL's event loop); else None."""
     if args.stages != "sqd":
         return None
-    from hpcq.cli_pipeline import broker_from_args
-    from hpcq.stage_client import StageClient
-    from hpcq.stages import default_config_path, load_config
+    from hpcq.cli.common import broker_from_args
+    from hpcq.sqd.client import StageClient
+    from hpcq.sqd.stages import default_config_path, load_config
 
     path = Path(args.sqd_config) if args.sqd_config else default_config_path(kernels)
     return StageClient(broker_from_args(args), args.namespace, load_config(path))
@@ -278,13 +279,13 @@ def train(args: argparse.Namespace, processes: int) -> Path:
     from transformers import AutoModelForCausalLM
     from trl.trainer.grpo_trainer import GRPOTrainer
 
+    from bridges.cli_train import check_trainable, ensure_model
     from bridges.hf_policy import load_tokenizer
     from bridges.trl_dataset import staged_prompts
-    from hpcq.cli_pipeline import broker_from_args, topology_from_args
-    from hpcq.cli_train import check_trainable, ensure_model
-    from hpcq.problems import default_kernels_dir, load_problem
-    from hpcq.prompts import FixedStages
-    from hpcq.settings import load_settings
+    from hpcq.cli.common import broker_from_args, topology_from_args
+    from hpcq.eval.problems import default_kernels_dir, load_problem
+    from hpcq.eval.settings import load_settings
+    from hpcq.train.prompts import FixedStages
 
     settings = _settings(args)
     engine = load_settings(None, **({"cache_dir": Path(args.cache_dir)} if args.cache_dir else {}))
@@ -349,10 +350,10 @@ def train(args: argparse.Namespace, processes: int) -> Path:
 
 
 def _memory_plan(settings: TrainSettings, processes: int) -> None:
-    """The memory table (hpcq.memory_plan) on GPUs, refusing a config that cannot fit;
+    """The memory table (hpcq.train.memory_plan) on GPUs, refusing a config that cannot fit;
     more than one process is taken as sharded (the FSDP launch of docs/training.md)."""
+    from bridges.cli_train import memory_plan_for
     from bridges.policies import device_memory_bytes
-    from hpcq.cli_train import memory_plan_for
 
     found = memory_plan_for(settings, device_memory_bytes(settings.policy), processes)
     if found is not None:

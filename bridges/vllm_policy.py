@@ -40,9 +40,9 @@ from typing import Any
 import torch
 
 from bridges.hf_policy import HFPolicy, chat_ids
-from hpcq.policy import Sample, Scored, UpdateStats
-from hpcq.prompts import Message
-from hpcq.train_settings import PolicySettings
+from hpcq.train.policy import Sample, Scored, UpdateStats
+from hpcq.train.prompts import Message
+from hpcq.train.settings import PolicySettings
 
 Completion = tuple[list[int], list[float], bool]  # token ids, their log-probs, finished
 

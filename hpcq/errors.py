@@ -46,4 +46,4 @@ class BrokerRefusedError(ConfigError):
 
 class PoisonTaskError(HpcqError):
     """A task whose evaluation was running each time a consumer died, `crash_limit`
-    times: it is parked in the dead-letter queue, not run again (hpcq.journal)."""
+    times: it is parked in the dead-letter queue, not run again (hpcq.pipeline.journal)."""

@@ -26,7 +26,7 @@ class Status(StrEnum):
 
 @dataclass(frozen=True)
 class Constraints:
-    """Stage constraints over optimization techniques (names from hpcq.techniques.CATALOGUE).
+    """Stage constraints over optimization techniques (names from hpcq.eval.techniques.CATALOGUE).
 
     `forbidden` techniques make a kernel a `violation`; `required` ones must be present or
     the kernel is a `violation` too. Techniques in neither set are allowed.
@@ -62,7 +62,7 @@ class EvalResult:
     `reward` is the evaluating node's own figure, from its TOML `[reward]`: what
     `hpcq eval` and `hpcq submit` show. Training never reads it; a run computes its
     reward from the raw measurement (status, gflops, peak_gflops) with its own settings
-    (`hpcq.reward.training_reward`).
+    (`hpcq.eval.reward.training_reward`).
     """
 
     status: Status

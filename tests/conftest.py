@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcq.settings import EngineSettings
+from hpcq.eval.settings import EngineSettings
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "tests" / "corpus"

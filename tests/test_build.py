@@ -6,11 +6,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from hpcq.build import NO_VECTORIZE, Builder
-from hpcq.engine import Engine
+from hpcq.eval.build import NO_VECTORIZE, Builder
+from hpcq.eval.engine import Engine
+from hpcq.eval.problems import load_problem
+from hpcq.eval.settings import EngineSettings, SandboxSettings
 from hpcq.outcome import Constraints, EvalRequest, Status
-from hpcq.problems import load_problem
-from hpcq.settings import EngineSettings, SandboxSettings
 from tests.conftest import CORPUS, needs_sandbox
 
 pytestmark = needs_sandbox

@@ -2,7 +2,7 @@
 
 Every module under hpcq/ is imported, found by walking the package, so a new module is
 checked without being listed here. None is producer-side in the sense of importing an
-ML framework at import time (hpcq.cli_train imports torch and bridges inside its command
+ML framework at import time (bridges.cli_train imports torch and bridges inside its command
 handlers only); the one left out is `hpcq.__main__`, whose import runs the CLI.
 """
 
@@ -74,6 +74,6 @@ def test_no_module_level_import_of_an_optional_extra() -> None:
 
 
 def test_kernels_is_not_an_importable_package() -> None:
-    from hpcq.problems import default_kernels_dir
+    from hpcq.eval.problems import default_kernels_dir
 
     assert not (default_kernels_dir() / "__init__.py").exists()

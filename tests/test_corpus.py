@@ -14,9 +14,9 @@ import os
 
 import pytest
 
-from hpcq.engine import Engine
+from hpcq.eval.engine import Engine
+from hpcq.eval.settings import EngineSettings
 from hpcq.outcome import Constraints, EvalRequest, Status
-from hpcq.settings import EngineSettings
 from tests.conftest import needs_sandbox, remember_peak
 from tests.corpus_cases import Case, cases
 

@@ -1,4 +1,4 @@
-"""hpcq.elf on real gcc output (cross-checked with binutils) and on malformed bytes."""
+"""hpcq.eval.elf on real gcc output (cross-checked with binutils) and on malformed bytes."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hpcq import elf
-from hpcq.elf import Elf, ElfError
+from hpcq.eval import elf
+from hpcq.eval.elf import Elf, ElfError
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("gcc") and shutil.which("readelf")), reason="needs gcc and binutils"

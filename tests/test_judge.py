@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from hpcq import judging, scratch
-from hpcq.build import Builder, Built
-from hpcq.engine import Engine
-from hpcq.harness import JudgeVerdict
+from hpcq.eval import judging, scratch
+from hpcq.eval.build import Builder, Built
+from hpcq.eval.engine import Engine
+from hpcq.eval.harness import JudgeVerdict
+from hpcq.eval.problems import load_problem
+from hpcq.eval.settings import EngineSettings
 from hpcq.outcome import EvalRequest, Status
-from hpcq.problems import load_problem
-from hpcq.settings import EngineSettings
 from tests.conftest import REPO, needs_sandbox
 
 pytestmark = needs_sandbox
@@ -126,9 +126,9 @@ async def test_stalling_after_a_correct_call_is_a_timeout(engine_settings: Engin
 _VICTIM = """
 import asyncio, sys
 from pathlib import Path
-from hpcq.engine import Engine
+from hpcq.eval.engine import Engine
 from hpcq.outcome import EvalRequest
-from hpcq.settings import EngineSettings
+from hpcq.eval.settings import EngineSettings
 import dataclasses
 settings = dataclasses.replace(
     EngineSettings(), cache_dir=Path(sys.argv[1]), work_dir=Path(sys.argv[2]), use_cache=False

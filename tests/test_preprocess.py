@@ -1,4 +1,4 @@
-"""The candidate's own lines of real `gcc -E` output (hpcq.preprocess).
+"""The candidate's own lines of real `gcc -E` output (hpcq.eval.csource.preprocess).
 
 `preprocessed` runs gcc -E with the engine's flags, unsandboxed, on `cand.c` in a fresh
 directory; the technique tests import it too.
@@ -10,8 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from hpcq.preprocess import MAX_LINE, line_control, own_lines
-from hpcq.techniques import detect
+from hpcq.eval.csource.preprocess import MAX_LINE, line_control, own_lines
+from hpcq.eval.techniques import detect
 
 CFLAGS = ("-O3", "-march=native", "-fopenmp")
 

@@ -5,9 +5,9 @@ import math
 import pytest
 
 from hpcq.errors import ConfigError
+from hpcq.eval.reward import describe, reward_for, training_reward
+from hpcq.eval.settings import RewardSettings, check_reward_settings
 from hpcq.outcome import EvalResult, Status
-from hpcq.reward import describe, reward_for, training_reward
-from hpcq.settings import RewardSettings, check_reward_settings
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from hpcq import procs
-from hpcq.sandbox import Sandbox, minimal_env
-from hpcq.settings import SandboxSettings
+from hpcq.eval import procs
+from hpcq.eval.sandbox import Sandbox, minimal_env
+from hpcq.eval.settings import SandboxSettings
 from tests.conftest import needs_sandbox
 
 pytestmark = needs_sandbox

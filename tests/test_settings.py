@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from hpcq.errors import ConfigError
-from hpcq.settings import EngineSettings, RewardSettings, load_settings
+from hpcq.eval.settings import EngineSettings, RewardSettings, load_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -17,11 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hpcq import elf
-from hpcq import object_checks as oc
-from hpcq import static_checks as sc
+from bridges.bootstrap_variants import labelled_variants
+from hpcq.eval import elf
+from hpcq.eval import object_checks as oc
+from hpcq.eval import static_checks as sc
 from hpcq.outcome import Constraints
-from hpcq.variants import labelled_variants
 
 NONE = Constraints()
 

@@ -1,4 +1,4 @@
-"""Technique detection (hpcq.techniques) and the headers of the kernel corpus.
+"""Technique detection (hpcq.eval.techniques) and the headers of the kernel corpus.
 
 The corpus kernels are compiled and run by the engine's own tests; here they are read
 and preprocessed (real `gcc -E`, as the engine will): every honest kernel must be
@@ -18,11 +18,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpcq.cexpr import evaluate
-from hpcq.csource import Source
-from hpcq.cstrip import strip_c
-from hpcq.preprocess import line_control
-from hpcq.techniques import (
+from hpcq.eval.csource.constexpr import evaluate
+from hpcq.eval.csource.model import Source
+from hpcq.eval.csource.preprocess import line_control
+from hpcq.eval.csource.strip import strip_c
+from hpcq.eval.techniques import (
     CATALOGUE,
     DESCRIPTIONS,
     detect,
@@ -956,7 +956,7 @@ def test_openmp_runtime_symbols() -> None:
 
 
 def _scalar_kernels() -> list[tuple[str, str]]:
-    from hpcq.variants import all_variants
+    from bridges.bootstrap_variants import all_variants
 
     honest = [(p.name, p.read_text()) for p in HONEST if "simd" not in header(p)["techniques"]]
     variants = [(repr(v), v.source()) for v in all_variants() if not v.vector_pragma]

@@ -6,7 +6,7 @@ truncated importance sampling, LoRA reference):
 
     1. sample G completions of N tokens per prompt through transformers' generate
     2. one GRPO update on them with a synthetic reward (a standardized random score)
-    3. print peak GPU memory of each phase against hpcq.memory_plan's prediction,
+    3. print peak GPU memory of each phase against hpcq.train.memory_plan's prediction,
        generation tokens/s and the update's wall time, and write them as JSON
 
 Needs only torch, transformers, peft and accelerate. Runs on the CPU with
@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from bridges.hf_policy import HFPolicy  # noqa: E402
-from hpcq.memory_plan import GIB, KNOWN, Layout, ModelShape, plan  # noqa: E402
-from hpcq.policy import Sample, Scored  # noqa: E402
-from hpcq.train_settings import TrainSettings, load_train_settings  # noqa: E402
+from hpcq.train.memory_plan import GIB, KNOWN, Layout, ModelShape, plan  # noqa: E402
+from hpcq.train.policy import Sample, Scored  # noqa: E402
+from hpcq.train.settings import TrainSettings, load_train_settings  # noqa: E402
 
 SHAPES = {
     "1.5b": KNOWN["Qwen/Qwen2.5-Coder-1.5B-Instruct"],

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from bridges.cli_evaluate import resolve_model
 from hpcq.cli import main
-from hpcq.cli_evaluate import resolve_model
 
 # An unreachable broker: any test that got as far as connecting would fail differently.
 NO_BROKER = ["--amqp-url", "amqp://guest:guest@127.0.0.1:1/"]

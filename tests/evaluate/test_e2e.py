@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from train.conftest import BrokerSpace, cli_parser, needs_torch
 
-from hpcq import checkpoint
+from hpcq.train import checkpoint
 
 needs_torch()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hpcq.cli import main
-from hpcq.settings import EngineSettings
+from hpcq.eval.settings import EngineSettings
 from tests.conftest import needs_sandbox, remember_peak
 
 pytestmark = [pytest.mark.slow, needs_sandbox]

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from hpcq import eval_report
-from hpcq.evaluation import Judged, Reference, summarize
+from hpcq.train.evaluate import report as eval_report
+from hpcq.train.evaluate.stats import Judged, Reference, summarize
 
 PROBLEMS = ("dgemm-255", "dgemm-1000x300x700")
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from hpcq.evaluation import (
+from hpcq.train.evaluate.stats import (
     LEFT_OUT,
     Judged,
     Reference,

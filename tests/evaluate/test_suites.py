@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from hpcq.errors import ConfigError, InputError
-from hpcq.problems import default_kernels_dir
-from hpcq.suites import known_suites, load_suite
+from hpcq.eval.problems import default_kernels_dir
+from hpcq.train.evaluate.suites import known_suites, load_suite
 
 KERNELS = default_kernels_dir()
 
@@ -61,8 +61,8 @@ def test_held_out_problems_never_reach_the_bootstrap_corpus() -> None:
 
 
 def test_training_on_a_held_out_problem_takes_a_flag() -> None:
-    from hpcq.cli_train import check_trainable
-    from hpcq.problems import load_problem
+    from bridges.cli_train import check_trainable
+    from hpcq.eval.problems import load_problem
 
     held, train = load_problem("dgemm-255"), load_problem("dgemm-256")
     with pytest.raises(InputError, match="dgemm-255 held out for evaluation"):

@@ -12,7 +12,7 @@ import aio_pika
 import pytest
 from yarl import URL
 
-from hpcq.topology import Topology, delete_namespace
+from hpcq.pipeline.topology import Topology, delete_namespace
 
 from .helpers import BROKER_URL, NODE_CLASS, ConsumerProc
 

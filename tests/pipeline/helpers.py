@@ -18,7 +18,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from hpcq.settings import detect_node_class
+from hpcq.eval.settings import detect_node_class
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_CLASS = detect_node_class()  # what the engine of this machine answers for
@@ -43,7 +43,7 @@ def free_port() -> int:
 
 
 def source(*directives: str, body: str = "void dgemm(void) {}") -> str:
-    """A scripted-evaluator source (see hpcq.scripted)."""
+    """A scripted-evaluator source (see tests.support.scripted)."""
     return "".join(f"// hpcq-test: {d}\n" for d in directives) + body + "\n"
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from hpcq.eval.settings import EngineSettings
 from hpcq.outcome import EvalRequest, Status
-from hpcq.settings import EngineSettings
 
 from .conftest import Namespace
 from .helpers import NODE_CLASS, REPO, fast_url, queue_counts, source, wait_consumers
@@ -129,7 +129,7 @@ async def test_real_engine_through_the_queue(
 ) -> None:
     """The real engine behind the queue: the same verdicts as evaluating directly. An
     engine that cannot be imported, or a sandbox that answers infra_error, fails here."""
-    from hpcq.engine import Engine
+    from hpcq.eval.engine import Engine
 
     files = sorted(CORPUS.glob("*.c"))[:3]
     assert files, f"no kernels under {CORPUS}"

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hpcq import codec
 from hpcq.errors import DecodeError
-from hpcq.messages import SCHEMA_VERSION, Heartbeat, Result, StageUpdate, Task
 from hpcq.outcome import Constraints, EvalResult, Status
+from hpcq.pipeline import codec
+from hpcq.pipeline.messages import SCHEMA_VERSION, Heartbeat, Result, StageUpdate, Task
 
 names = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40)
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
@@ -139,9 +139,9 @@ def test_result_carries_compiler_and_flags_and_older_results_decode() -> None:
 
     import msgpack
 
-    from hpcq.codec import decode_result, encode
-    from hpcq.messages import Result
     from hpcq.outcome import EvalResult, Status
+    from hpcq.pipeline.codec import decode_result, encode
+    from hpcq.pipeline.messages import Result
 
     o = EvalResult(Status.OK, 1.0, gflops=2.0, compiler="gcc (Debian 12.2.0) 12.2.0",
                    flags=("-O3", "-march=native"))  # fmt: skip

@@ -9,13 +9,13 @@ from collections import Counter
 
 import pytest
 
-from hpcq import codec
-from hpcq.broker import BrokerSettings, Link
-from hpcq.messages import Result, Task
 from hpcq.outcome import EvalResult, Status
-from hpcq.producer import CompletedGroup, Producer, ProducerSettings
-from hpcq.replay import ReplaySettings, replay
-from hpcq.topology import declare_base
+from hpcq.pipeline import codec
+from hpcq.pipeline.broker import BrokerSettings, Link
+from hpcq.pipeline.messages import Result, Task
+from hpcq.pipeline.producer import CompletedGroup, Producer, ProducerSettings
+from hpcq.pipeline.replay import ReplaySettings, replay
+from hpcq.pipeline.topology import declare_base
 
 from .conftest import Namespace
 from .helpers import NODE_CLASS, fast_url, source, wait_consumers, wait_until

@@ -10,12 +10,12 @@ import uuid
 import msgpack
 import pytest
 
-from hpcq import codec
-from hpcq.broker import BrokerSettings, Link
-from hpcq.fate import REASON_HEADER
-from hpcq.messages import SCHEMA_VERSION, Task
 from hpcq.outcome import Status
-from hpcq.topology import declare_base, declare_task_queue
+from hpcq.pipeline import codec
+from hpcq.pipeline.broker import BrokerSettings, Link
+from hpcq.pipeline.fate import REASON_HEADER
+from hpcq.pipeline.messages import SCHEMA_VERSION, Task
+from hpcq.pipeline.topology import declare_base, declare_task_queue
 
 from .conftest import Namespace
 from .helpers import (

@@ -1,7 +1,7 @@
 """Poison accounting: connection loss is not a poison delivery, a crash is.
 
 On RabbitMQ 3.10 every return of a delivery (a cut connection included) counts toward the
-queue's `x-delivery-limit`, so hpcq counts crashes itself (hpcq.journal) and keeps the
+queue's `x-delivery-limit`, so hpcq counts crashes itself (hpcq.pipeline.journal) and keeps the
 broker's limit as a backstop. These tests cut connections with a TCP proxy and kill
 consumers on purpose."""
 
@@ -12,16 +12,16 @@ import uuid
 
 import pytest
 
-from hpcq import codec
-from hpcq.broker import BrokerSettings, Link
-from hpcq.consumer import Consumer, ConsumerSettings
 from hpcq.errors import InfraError
-from hpcq.fate import REASON_HEADER
-from hpcq.messages import Task
 from hpcq.outcome import EvalRequest, EvalResult, Status
-from hpcq.scripted import ScriptedEvaluator
-from hpcq.slots import plan_slots
-from hpcq.topology import Topology
+from hpcq.pipeline import codec
+from hpcq.pipeline.broker import BrokerSettings, Link
+from hpcq.pipeline.consumer import Consumer, ConsumerSettings
+from hpcq.pipeline.fate import REASON_HEADER
+from hpcq.pipeline.messages import Task
+from hpcq.pipeline.slots import plan_slots
+from hpcq.pipeline.topology import Topology
+from tests.support.scripted import ScriptedEvaluator
 
 from .conftest import Namespace
 from .helpers import (

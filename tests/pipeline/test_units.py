@@ -19,12 +19,12 @@ from hpcq.errors import (
     PoisonTaskError,
     UnknownProblemError,
 )
-from hpcq.fate import REASON_HEADER, Fate, Verdict, settle, verdict_for
-from hpcq.journal import CrashJournal
 from hpcq.outcome import EvalRequest, Status
-from hpcq.replay import stream_offset
-from hpcq.scripted import ScriptedEvaluator
-from hpcq.slots import plan_slots
+from hpcq.pipeline.fate import REASON_HEADER, Fate, Verdict, settle, verdict_for
+from hpcq.pipeline.journal import CrashJournal
+from hpcq.pipeline.replay import stream_offset
+from hpcq.pipeline.slots import plan_slots
+from tests.support.scripted import ScriptedEvaluator
 
 # --- slots -------------------------------------------------------------------------------
 
@@ -140,9 +140,10 @@ async def test_scripted_evaluator() -> None:
 
 def test_consumer_side_imports_no_ml_framework() -> None:
     code = (
-        "import sys, hpcq.consumer, hpcq.producer, hpcq.cli_pipeline, hpcq.replay, "
-        "hpcq.status; bad = {'torch', 'transformers', 'trl', 'vllm', 'aiomqtt'} & "
-        "set(sys.modules); assert not bad, bad"
+        "import sys, hpcq.pipeline.consumer, hpcq.pipeline.producer, hpcq.cli.pipeline, "
+        "hpcq.pipeline.replay, hpcq.pipeline.status; "
+        "bad = {'torch', 'transformers', 'trl', 'vllm', 'aiomqtt'} & set(sys.modules); "
+        "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -166,7 +167,7 @@ def crash_in_a_subprocess(folder: Path, *events: str) -> None:
     code = (
         "import os, sys\n"
         "from pathlib import Path\n"
-        "from hpcq.journal import CrashJournal\n"
+        "from hpcq.pipeline.journal import CrashJournal\n"
         "j = CrashJournal(Path(sys.argv[1]), max_tasks=2)\n"
         "for event in sys.argv[2:]:\n"
         "    kind, task = event.split(':')\n"

@@ -11,8 +11,8 @@ import aio_pika
 import pytest
 from yarl import URL
 
-from hpcq.stages import SqdConfig, load_config
-from hpcq.topology import Topology, delete_namespace
+from hpcq.pipeline.topology import Topology, delete_namespace
+from hpcq.sqd.stages import SqdConfig, load_config
 
 from .helpers import BROKER_URL, fast_default_text
 

@@ -9,12 +9,12 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpcq.messages import Record, Result, Task
+from hpcq.eval.problems import default_kernels_dir
+from hpcq.eval.techniques import CATALOGUE
 from hpcq.outcome import Constraints, EvalResult, Status
-from hpcq.problems import default_kernels_dir
-from hpcq.sqd import Controller
-from hpcq.stages import SqdConfig, default_config_path, parse_config
-from hpcq.techniques import CATALOGUE
+from hpcq.pipeline.messages import Record, Result, Task
+from hpcq.sqd.controller import Controller
+from hpcq.sqd.stages import SqdConfig, default_config_path, parse_config
 
 TWO_STAGES = """
 default_schedule = "s"

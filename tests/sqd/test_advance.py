@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hpcq.outcome import Constraints, Status
-from hpcq.sqd import Controller
+from hpcq.sqd.controller import Controller
 
 from .helpers import FIRST, Script, config, run, two_stages
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from hpcq.archive import Archive, Elite, cell_name
 from hpcq.outcome import Constraints
-from hpcq.sqd import Controller, Limits
+from hpcq.sqd.archive import Archive, Elite, cell_name
+from hpcq.sqd.controller import Controller, Limits
 
 from .helpers import fast_default, random_stream
 

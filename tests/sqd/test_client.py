@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from hpcq.broker import BrokerSettings
-from hpcq.messages import StageUpdate
 from hpcq.outcome import Constraints
-from hpcq.stage_client import StageClient
+from hpcq.pipeline.broker import BrokerSettings
+from hpcq.pipeline.messages import StageUpdate
+from hpcq.sqd.client import StageClient
 
 from .helpers import fast_default
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from hpcq.errors import ConfigError
+from hpcq.eval.problems import default_kernels_dir
+from hpcq.eval.techniques import CATALOGUE
 from hpcq.outcome import Constraints
-from hpcq.problems import default_kernels_dir
-from hpcq.stages import default_config_path, load_config
-from hpcq.techniques import CATALOGUE
+from hpcq.sqd.stages import default_config_path, load_config
 
 from .helpers import config
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from hpcq.cli import main
-from hpcq.sqd import Controller
-from hpcq.sqd_service import snapshot_bytes, state_path_for, write_atomic
+from hpcq.sqd.controller import Controller
+from hpcq.sqd.service import snapshot_bytes, state_path_for, write_atomic
 
 from .helpers import fast_default, random_stream
 
@@ -107,10 +107,10 @@ def test_archive_without_state_is_a_clear_error(
 
 
 def test_plots_of_a_problem_without_results() -> None:
-    from hpcq.archive import Archive
-    from hpcq.plots import heatmap_png, timeline_png
-    from hpcq.sqd import ProblemState, StageRecord
-    from hpcq.stages import Stage
+    from hpcq.sqd.archive import Archive
+    from hpcq.sqd.controller import ProblemState, StageRecord
+    from hpcq.sqd.plots import heatmap_png, timeline_png
+    from hpcq.sqd.stages import Stage
 
     state = ProblemState("p", "s", [StageRecord(0, Stage("only"), "start", 5)])
     assert read_png(timeline_png(state))[0] > 0

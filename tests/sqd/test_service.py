@@ -19,16 +19,16 @@ from typing import Any
 
 import pytest
 
-from hpcq import codec
-from hpcq.broker import BrokerSettings, Link
-from hpcq.messages import Record, Result, Task
+from hpcq.eval.settings import EngineSettings
 from hpcq.outcome import Evaluator, Status
-from hpcq.settings import EngineSettings
-from hpcq.sqd import Controller
-from hpcq.sqd_service import SqdService, SqdSettings, read_snapshot, state_path_for
-from hpcq.stage_client import StageClient
-from hpcq.stages import SqdConfig, load_config
-from hpcq.topology import Topology, declare_base
+from hpcq.pipeline import codec
+from hpcq.pipeline.broker import BrokerSettings, Link
+from hpcq.pipeline.messages import Record, Result, Task
+from hpcq.pipeline.topology import Topology, declare_base
+from hpcq.sqd.client import StageClient
+from hpcq.sqd.controller import Controller
+from hpcq.sqd.service import SqdService, SqdSettings, read_snapshot, state_path_for
+from hpcq.sqd.stages import SqdConfig, load_config
 
 from .helpers import FAST_URL, Script, random_stream
 
@@ -184,7 +184,7 @@ async def test_stage_updates_reach_the_producer(
 def _engine(settings: EngineSettings) -> Evaluator:
     """The real engine. An import error or a missing tool fails the test: a node that
     cannot evaluate must not pass the suite by skipping it."""
-    from hpcq.engine import Engine
+    from hpcq.eval.engine import Engine
 
     missing = [
         t for t in ("bwrap", "setpriv", "prlimit", "gcc", "nm", "objdump") if not shutil.which(t)
@@ -222,13 +222,13 @@ async def test_forbidden_technique_is_a_violation_end_to_end(
 ) -> None:
     """Producer side asks the stage client, the task carries the stage's constraints, the
     real consumer and engine judge it, the SQD controller counts the violation."""
-    from hpcq.consumer import Consumer, ConsumerSettings
-    from hpcq.slots import plan_slots
-    from hpcq.topology import declare_results_queue
+    from hpcq.pipeline.consumer import Consumer, ConsumerSettings
+    from hpcq.pipeline.slots import plan_slots
+    from hpcq.pipeline.topology import declare_results_queue
 
     engine = _engine(engine_settings)
-    from hpcq.problems import default_kernels_dir
-    from hpcq.stages import default_config_path
+    from hpcq.eval.problems import default_kernels_dir
+    from hpcq.sqd.stages import default_config_path
 
     config = load_config(default_config_path(default_kernels_dir()))
     broker = BrokerSettings(url=FAST_URL)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from hpcq import sqd_service
-from hpcq.broker import BrokerSettings
-from hpcq.sqd_service import SqdService, SqdSettings, read_snapshot
-from hpcq.stages import SqdConfig
-from hpcq.topology import Topology
+from hpcq.pipeline.broker import BrokerSettings
+from hpcq.pipeline.topology import Topology
+from hpcq.sqd import service as sqd_service
+from hpcq.sqd.service import SqdService, SqdSettings, read_snapshot
+from hpcq.sqd.stages import SqdConfig
 
 from .helpers import FAST_URL, random_stream
 from .test_service import REPO, expected_state, offset_of, publish, wait_for
@@ -73,7 +73,7 @@ async def test_full_disk_keeps_the_controller_serving(
 
 FULL_DISK = """
 import errno, os, sys
-from hpcq import sqd_service
+from hpcq.sqd import service as sqd_service
 from hpcq.cli import main
 
 def full(path, data):

@@ -13,8 +13,8 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from hpcq.telemetry import MqttSettings
-from hpcq.topology import Topology, delete_namespace
+from hpcq.pipeline.telemetry import MqttSettings
+from hpcq.pipeline.topology import Topology, delete_namespace
 
 from .helpers import MQTT_URL, clear_retained
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiomqtt
 
-from hpcq import telemetry as t
+from hpcq.pipeline import telemetry as t
 
 MQTT_URL = os.environ.get("HPCQ_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from pipeline.helpers import NODE_CLASS, ConsumerProc, fast_url, free_port, source, wait_consumers
 
-from hpcq import telemetry as t
-from hpcq.broker import BrokerSettings
-from hpcq.messages import Result, Task
-from hpcq.producer import Producer, ProducerSettings
-from hpcq.topology import Topology
+from hpcq.pipeline import telemetry as t
+from hpcq.pipeline.broker import BrokerSettings
+from hpcq.pipeline.messages import Result, Task
+from hpcq.pipeline.producer import Producer, ProducerSettings
+from hpcq.pipeline.topology import Topology
 
 from .helpers import Listener
 
@@ -74,8 +74,8 @@ async def test_heartbeat_kill_9_last_will_and_status_watch(
     from rich.console import Console
 
     from bridges.mqtt_telemetry import MqttFeed
-    from hpcq.status import BrokerFeed
-    from hpcq.watch import WatchSettings, gather, render
+    from hpcq.pipeline.status import BrokerFeed
+    from hpcq.pipeline.watch import WatchSettings, gather, render
 
     url = f"mqtt://{mqtt.host}:{mqtt.port}"
     proc = consumer(pipeline_ns, tmp_path, "--mqtt-url", url).start()

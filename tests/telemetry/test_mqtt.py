@@ -11,8 +11,8 @@ import aiomqtt
 import pytest
 
 from bridges.mqtt_telemetry import MqttFeed, MqttTelemetry
-from hpcq import telemetry as t
-from hpcq.metrics import StepMetrics
+from hpcq.pipeline import telemetry as t
+from hpcq.train.metrics import StepMetrics
 
 from .helpers import Listener, SilentBroker, retained
 

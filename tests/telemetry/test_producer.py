@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from pipeline.helpers import NODE_CLASS, fast_url, free_port
 
-from hpcq import telemetry as t
-from hpcq.topology import Topology
+from hpcq.pipeline import telemetry as t
+from hpcq.pipeline.topology import Topology
 
 from .helpers import retained
 from .test_mqtt import step_metrics
@@ -23,8 +23,8 @@ async def test_producer_reports_each_step(
     mqtt: t.MqttSettings, pipeline_ns: Topology, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import bridges.policies
-    from hpcq import grpo
-    from hpcq.cli_train import parser_with_training
+    from bridges.cli_train import parser_with_training
+    from hpcq.train import loop as grpo
 
     port = free_port()
     scraped: list[float | None] = []

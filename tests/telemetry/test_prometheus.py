@@ -18,14 +18,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqd.helpers import fast_default_text, random_stream
 
 from bridges.prom import PromTelemetry
-from hpcq import codec
-from hpcq import telemetry as t
-from hpcq.broker import BrokerSettings, Link
 from hpcq.errors import ConfigError
-from hpcq.messages import Task
-from hpcq.sqd import Controller
-from hpcq.stages import load_config
-from hpcq.topology import Topology, declare_base
+from hpcq.pipeline import codec
+from hpcq.pipeline import telemetry as t
+from hpcq.pipeline.broker import BrokerSettings, Link
+from hpcq.pipeline.messages import Task
+from hpcq.pipeline.topology import Topology, declare_base
+from hpcq.sqd.controller import Controller
+from hpcq.sqd.stages import load_config
 
 from .helpers import retained
 from .test_consumer import consumer, submit, wait_ready

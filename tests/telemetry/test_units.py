@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hpcq import telemetry as t
 from hpcq.errors import ConfigError
+from hpcq.pipeline import telemetry as t
 
 
 def test_mqtt_url_parsing_and_clear_errors() -> None:

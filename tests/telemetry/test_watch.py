@@ -12,11 +12,11 @@ from pathlib import Path
 from pipeline.helpers import NODE_CLASS, fast_url
 
 from bridges.mqtt_telemetry import FeedState, MqttFeed
-from hpcq import telemetry as t
-from hpcq.messages import Heartbeat, StageUpdate
-from hpcq.status import BrokerView, QueueInfo
-from hpcq.topology import Topology
-from hpcq.watch import WatchSettings, gather
+from hpcq.pipeline import telemetry as t
+from hpcq.pipeline.messages import Heartbeat, StageUpdate
+from hpcq.pipeline.status import BrokerView, QueueInfo
+from hpcq.pipeline.topology import Topology
+from hpcq.pipeline.watch import WatchSettings, gather
 
 from .test_consumer import consumer, wait_ready
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from hpcq.topology import Topology, delete_namespace
+from hpcq.pipeline.topology import Topology, delete_namespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may come from the hub in tests
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -47,7 +47,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def cli_parser() -> argparse.ArgumentParser:
-    from hpcq.cli_train import parser_with_training
+    from bridges.cli_train import parser_with_training
 
     return parser_with_training()
 

@@ -11,11 +11,11 @@ import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hpcq.messages import Result, Task
 from hpcq.outcome import EvalResult, Status
-from hpcq.policy import Sample, Scored, UpdateStats
-from hpcq.producer import CompletedGroup, LeftOut
-from hpcq.prompts import Message
+from hpcq.pipeline.messages import Result, Task
+from hpcq.pipeline.producer import CompletedGroup, LeftOut
+from hpcq.train.policy import Sample, Scored, UpdateStats
+from hpcq.train.prompts import Message
 
 
 class BanditPolicy:

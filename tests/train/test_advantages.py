@@ -7,8 +7,8 @@ import statistics
 
 import pytest
 
-from hpcq.advantages import AdvantageSettings, drop_reason, group_advantages
 from hpcq.errors import ConfigError
+from hpcq.train.advantages import AdvantageSettings, drop_reason, group_advantages
 
 
 def test_group_scaling_is_sample_std() -> None:

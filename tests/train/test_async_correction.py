@@ -87,10 +87,10 @@ def test_policy_weights_a_stale_group_by_its_sampled_logprobs(tiny_model: object
     importance weight is min(pi_old / mu, C) over its tokens, with mu the log-probs the
     samples carry (version 0's) and pi_old the current weights' forward."""
     from bridges.hf_policy import HFPolicy
-    from hpcq.policy import Scored
-    from hpcq.problems import load_problem
-    from hpcq.prompts import DEFAULT_STAGE, build_prompt
-    from hpcq.train_settings import PolicySettings
+    from hpcq.eval.problems import load_problem
+    from hpcq.train.policy import Scored
+    from hpcq.train.prompts import DEFAULT_STAGE, build_prompt
+    from hpcq.train.settings import PolicySettings
 
     s = PolicySettings(max_new_tokens=48, lr=5e-3, threads=1, seed=0, tis_cap=1.5)
     policy = HFPolicy(s, str(tiny_model))

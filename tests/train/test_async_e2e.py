@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcq import checkpoint, metrics
+from hpcq.train import checkpoint, metrics
 
 from .conftest import BrokerSpace, cli_parser, needs_torch
 from .test_producer_e2e import producer_args

@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
-from hpcq import checkpoint, grpo, metrics
-from hpcq.messages import Task
 from hpcq.outcome import Constraints, EvalResult, Status
-from hpcq.policy import Sample, Scored, UpdateStats
-from hpcq.producer import CompletedGroup
-from hpcq.prompts import Stage
-from hpcq.train_settings import LoopSettings
+from hpcq.pipeline.messages import Task
+from hpcq.pipeline.producer import CompletedGroup
+from hpcq.train import checkpoint, metrics
+from hpcq.train import loop as grpo
+from hpcq.train.policy import Sample, Scored, UpdateStats
+from hpcq.train.prompts import Stage
+from hpcq.train.settings import LoopSettings
 
 from .fakes import BanditPolicy, InstantChannel
 from .test_loop import BAD, FAST, SLOW, judge, make_run
@@ -259,9 +260,9 @@ def _sample(version: int) -> Sample:
 
 async def test_group_version_is_the_behaviour_policys(tmp_path: Path) -> None:
     """Rollouts hands back the version that sampled a group, whatever step takes it."""
-    from hpcq.problems import load_problem
-    from hpcq.rollout import Context, Prompted, Rollouts
-    from hpcq.settings import RewardSettings
+    from hpcq.eval.problems import load_problem
+    from hpcq.eval.settings import RewardSettings
+    from hpcq.train.rollout import Context, Prompted, Rollouts
 
     flight = Rollouts(InstantChannel(judge))
     p = Prompted(load_problem("dgemm-256"), Constraints(), (_sample(3), _sample(3)))

@@ -6,11 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-FORBIDDEN = ("torch", "transformers", "trl", "vllm", "peft", "tokenizers", "bridges")
+FORBIDDEN = ("torch", "transformers", "trl", "vllm", "peft", "tokenizers")
 MODULES = (
-    "hpcq.advantages", "hpcq.checkpoint", "hpcq.extract", "hpcq.grpo", "hpcq.metrics",
-    "hpcq.policy", "hpcq.prompts", "hpcq.rollout", "hpcq.run_report", "hpcq.train_settings",
-    "hpcq.variants", "hpcq.cli_train",
+    "hpcq.train.advantages", "hpcq.train.checkpoint", "hpcq.train.extract", "hpcq.train.loop",
+    "hpcq.train.metrics", "hpcq.train.policy", "hpcq.train.prompts", "hpcq.train.rollout",
+    "hpcq.train.report", "hpcq.train.settings", "bridges.bootstrap_variants", "bridges.commands",
 )  # fmt: skip
 
 
@@ -18,7 +18,7 @@ def test_training_core_imports_no_ml_framework() -> None:
     code = (
         "import sys\n"
         f"for m in {MODULES!r}: __import__(m)\n"
-        "from hpcq.cli_train import parser_with_training\n"
+        "from bridges.cli_train import parser_with_training\n"
         "parser_with_training().parse_args(['producer', '--run-dir', 'x'])\n"
         f"print(','.join(m for m in {FORBIDDEN!r} if m in sys.modules))\n"
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hpcq.extract import defines, extract_code
+from hpcq.train.extract import defines, extract_code
 
 KERNEL = "void dgemm(int M, int N, int K, const double *A, const double *B, double *C) {\n}\n"
 

@@ -17,11 +17,11 @@ needs_torch()
 import torch  # noqa: E402
 
 from bridges.hf_policy import HFPolicy  # noqa: E402
-from hpcq.extract import extract_code  # noqa: E402
-from hpcq.policy import Scored  # noqa: E402
-from hpcq.problems import load_problem  # noqa: E402
-from hpcq.prompts import DEFAULT_STAGE, build_prompt  # noqa: E402
-from hpcq.train_settings import PolicySettings  # noqa: E402
+from hpcq.eval.problems import load_problem  # noqa: E402
+from hpcq.train.extract import extract_code  # noqa: E402
+from hpcq.train.policy import Scored  # noqa: E402
+from hpcq.train.prompts import DEFAULT_STAGE, build_prompt  # noqa: E402
+from hpcq.train.settings import PolicySettings  # noqa: E402
 
 SETTINGS = PolicySettings(lr=3e-3, max_new_tokens=160, threads=1, micro_batch=3, seed=1)
 PROMPT = build_prompt(load_problem("dgemm-256"), DEFAULT_STAGE)

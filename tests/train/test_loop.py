@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
-from hpcq import checkpoint, grpo, metrics
-from hpcq.advantages import AdvantageSettings
-from hpcq.messages import Task
+from hpcq.eval.problems import load_problem
 from hpcq.outcome import EvalResult, Status
-from hpcq.problems import load_problem
-from hpcq.prompts import FixedStages, fenced
-from hpcq.train_settings import LoopSettings, TrainSettings
+from hpcq.pipeline.messages import Task
+from hpcq.train import checkpoint, metrics
+from hpcq.train import loop as grpo
+from hpcq.train.advantages import AdvantageSettings
+from hpcq.train.prompts import FixedStages, fenced
+from hpcq.train.settings import LoopSettings, TrainSettings
 
 from .fakes import BanditPolicy, InstantChannel, ok
 

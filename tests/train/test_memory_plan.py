@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from hpcq.errors import ConfigError
-from hpcq.memory_plan import GIB, KNOWN, Layout, plan, shape_of
-from hpcq.train_settings import load_train_settings
+from hpcq.train.memory_plan import GIB, KNOWN, Layout, plan, shape_of
+from hpcq.train.settings import load_train_settings
 
 from .conftest import needs_torch
 

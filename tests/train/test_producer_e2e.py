@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from hpcq import checkpoint, metrics
 from hpcq.errors import ConfigError
-from hpcq.settings import RewardSettings
-from hpcq.train_settings import recorded_reward
+from hpcq.eval.settings import RewardSettings
+from hpcq.train import checkpoint, metrics
+from hpcq.train.settings import recorded_reward
 
 from .conftest import BrokerSpace, cli_parser, needs_torch
 

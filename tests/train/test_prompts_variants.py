@@ -6,15 +6,21 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from hpcq import techniques as tq
+from bridges.bootstrap_variants import (
+    FAMILIES,
+    Variant,
+    allowed,
+    labelled_variants,
+    sample_constraints,
+)
+from hpcq.eval import techniques as tq
+from hpcq.eval.problems import load_problem
 from hpcq.outcome import Constraints
-from hpcq.problems import load_problem
-from hpcq.prompts import DEFAULT_STAGE, FixedStages, Stage, build_prompt, fenced
-from hpcq.variants import FAMILIES, Variant, allowed, labelled_variants, sample_constraints
+from hpcq.train.prompts import DEFAULT_STAGE, FixedStages, Stage, build_prompt, fenced
 from tests.test_preprocess import preprocessed
 
 # What each template does, written out here from reading the templates (not from
-# hpcq.variants' own table, nor from the detector): rows4 updates C in memory (no
+# bridges.bootstrap_variants' own table, nor from the detector): rows4 updates C in memory (no
 # accumulators) and its 4-row step is unroll-and-jam, not unrolling.
 TEMPLATE_TECHNIQUES = {
     "ijk": set(),
@@ -100,7 +106,7 @@ def test_sampled_constraints_always_have_a_variant() -> None:
 
 
 def test_fenced_round_trip() -> None:
-    from hpcq.extract import extract_code
+    from hpcq.train.extract import extract_code
 
     src = labelled_variants()[0].source
     assert extract_code(fenced(src), "dgemm").source == src
@@ -109,7 +115,7 @@ def test_fenced_round_trip() -> None:
 def test_paper_config_loads() -> None:
     from pathlib import Path
 
-    from hpcq.train_settings import load_train_settings
+    from hpcq.train.settings import load_train_settings
 
     path = Path(__file__).resolve().parents[2] / "ops/configs/qwen2.5-coder-14b-h200.toml"
     s = load_train_settings(path, loop={"steps": 3})
@@ -121,7 +127,7 @@ def test_unknown_settings_fail_fast() -> None:
     import pytest
 
     from hpcq.errors import ConfigError
-    from hpcq.train_settings import load_train_settings
+    from hpcq.train.settings import load_train_settings
 
     with pytest.raises(ConfigError, match="unknown key"):
         load_train_settings(None, policy={"learning_rate": 1.0})
@@ -130,8 +136,8 @@ def test_unknown_settings_fail_fast() -> None:
 
 
 def test_non_square_prompts_say_which_size_is_which() -> None:
-    from hpcq.problems import load_problem
-    from hpcq.prompts import DEFAULT_STAGE, user_text
+    from hpcq.eval.problems import load_problem
+    from hpcq.train.prompts import DEFAULT_STAGE, user_text
 
     first = user_text(load_problem("dgemm-1000x300x700"), DEFAULT_STAGE).splitlines()[0]
     assert "(M = 1000, N = 300, K = 700)" in first

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from hpcq.broker import BrokerSettings
-from hpcq.messages import Task
+from hpcq.eval.problems import load_problem
+from hpcq.eval.settings import RewardSettings
 from hpcq.outcome import Constraints, EvalResult, Status
-from hpcq.policy import Sample
-from hpcq.problems import load_problem
-from hpcq.prompts import fenced
-from hpcq.rollout import LEFT_OUT, Context, Prompted, score
-from hpcq.settings import RewardSettings
-from hpcq.topology import Topology
+from hpcq.pipeline.broker import BrokerSettings
+from hpcq.pipeline.messages import Task
+from hpcq.pipeline.topology import Topology
+from hpcq.train.policy import Sample
+from hpcq.train.prompts import fenced
+from hpcq.train.rollout import LEFT_OUT, Context, Prompted, score
 
 from .fakes import InstantChannel, ok
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from hpcq import run_report
-from hpcq.run_report import Baselines, summarize
+from hpcq.train import report as run_report
+from hpcq.train.report import Baselines, summarize
 
 
 def row(step: int, reward: float | None, gflops: float | None, ok: float = 1.0) -> dict[str, Any]:

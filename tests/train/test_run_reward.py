@@ -12,20 +12,23 @@ from typing import Any
 import msgpack
 import pytest
 
-from hpcq import codec, grpo, metrics, run_report
-from hpcq.advantages import AdvantageSettings
-from hpcq.broker import BrokerSettings
-from hpcq.cli_train import check_engine_reward
+from bridges.cli_train import check_engine_reward
 from hpcq.errors import ConfigError, DecodeError
-from hpcq.messages import Result, Task
+from hpcq.eval.problems import load_problem
+from hpcq.eval.settings import RewardSettings
 from hpcq.outcome import Constraints, EvalResult, Status
-from hpcq.policy import Sample
-from hpcq.problems import load_problem
-from hpcq.prompts import FixedStages, fenced
-from hpcq.rollout import LEFT_OUT, Context, Prompted, score
-from hpcq.settings import RewardSettings
-from hpcq.topology import Topology
-from hpcq.train_settings import (
+from hpcq.pipeline import codec
+from hpcq.pipeline.broker import BrokerSettings
+from hpcq.pipeline.messages import Result, Task
+from hpcq.pipeline.topology import Topology
+from hpcq.train import loop as grpo
+from hpcq.train import metrics
+from hpcq.train import report as run_report
+from hpcq.train.advantages import AdvantageSettings
+from hpcq.train.policy import Sample
+from hpcq.train.prompts import FixedStages, fenced
+from hpcq.train.rollout import LEFT_OUT, Context, Prompted, score
+from hpcq.train.settings import (
     LoopSettings,
     TrainSettings,
     load_train_settings,

@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
+from bridges.bootstrap_variants import Variant
 from bridges.trl_reward import PipelineReward, tie_masked
-from hpcq.advantages import AdvantageSettings
-from hpcq.broker import BrokerSettings
 from hpcq.errors import ConfigError, InputError
-from hpcq.metrics import StepMetrics
 from hpcq.outcome import Constraints
-from hpcq.prompts import Stage, fenced
-from hpcq.topology import Topology
-from hpcq.variants import Variant
+from hpcq.pipeline.broker import BrokerSettings
+from hpcq.pipeline.topology import Topology
+from hpcq.train.advantages import AdvantageSettings
+from hpcq.train.metrics import StepMetrics
+from hpcq.train.prompts import Stage, fenced
 
 from .conftest import BrokerSpace
 
@@ -94,7 +94,7 @@ class MovingStages:
 @needs("datasets")
 def test_prompts_follow_the_current_stage() -> None:
     from bridges.trl_dataset import staged_prompts
-    from hpcq.problems import load_problem
+    from hpcq.eval.problems import load_problem
 
     stages = MovingStages()
     data = staged_prompts([load_problem("dgemm-256"), load_problem("dgemm-512")], stages, rows=4)
@@ -114,10 +114,10 @@ def test_prompts_follow_the_current_stage() -> None:
 @needs("datasets")
 def test_prompts_read_the_stage_client() -> None:
     from bridges.trl_dataset import staged_prompts
-    from hpcq.messages import StageUpdate
-    from hpcq.problems import default_kernels_dir, load_problem
-    from hpcq.stage_client import StageClient
-    from hpcq.stages import default_config_path, load_config
+    from hpcq.eval.problems import default_kernels_dir, load_problem
+    from hpcq.pipeline.messages import StageUpdate
+    from hpcq.sqd.client import StageClient
+    from hpcq.sqd.stages import default_config_path, load_config
 
     config = load_config(default_config_path(default_kernels_dir()))
     client = StageClient(BrokerSettings(), "t-offline", config)  # never started: apply()
@@ -262,7 +262,7 @@ async def test_trl_train_two_steps(tiny_model: Path, space: BrokerSpace, tmp_pat
 
 def test_settings_trl_does_not_honour_are_named() -> None:
     from bridges.trl_train import unmapped
-    from hpcq.train_settings import load_train_settings
+    from hpcq.train.settings import load_train_settings
 
     assert unmapped(load_train_settings(None)) == []
     notes = unmapped(

@@ -22,10 +22,10 @@ if not torch.cuda.is_available():
     pytest.skip("the vllm backend needs a CUDA GPU", allow_module_level=True)
 
 from bridges.vllm_policy import VLLMPolicy  # noqa: E402
-from hpcq.policy import Scored  # noqa: E402
-from hpcq.problems import load_problem  # noqa: E402
-from hpcq.prompts import DEFAULT_STAGE, build_prompt  # noqa: E402
-from hpcq.train_settings import PolicySettings  # noqa: E402
+from hpcq.eval.problems import load_problem  # noqa: E402
+from hpcq.train.policy import Scored  # noqa: E402
+from hpcq.train.prompts import DEFAULT_STAGE, build_prompt  # noqa: E402
+from hpcq.train.settings import PolicySettings  # noqa: E402
 
 PROMPT = build_prompt(load_problem("dgemm-256"), DEFAULT_STAGE)
 

@@ -20,10 +20,10 @@ needs_torch()
 import torch  # noqa: E402
 
 from bridges.vllm_policy import VLLMPolicy, sampled_logprobs  # noqa: E402
-from hpcq.policy import Scored  # noqa: E402
-from hpcq.problems import load_problem  # noqa: E402
-from hpcq.prompts import DEFAULT_STAGE, build_prompt  # noqa: E402
-from hpcq.train_settings import PolicySettings  # noqa: E402
+from hpcq.eval.problems import load_problem  # noqa: E402
+from hpcq.train.policy import Scored  # noqa: E402
+from hpcq.train.prompts import DEFAULT_STAGE, build_prompt  # noqa: E402
+from hpcq.train.settings import PolicySettings  # noqa: E402
 
 PROMPT = build_prompt(load_problem("dgemm-256"), DEFAULT_STAGE)
 SETTINGS = PolicySettings(
