@@ -246,7 +246,8 @@ def _elite_file(e: Elite) -> str:
 
 
 def cmd_archive_export(args: argparse.Namespace) -> int:
-    from hpcq.sqd.plots import PlotsUnavailable, heatmap_png, timeline_png
+    from hpcq.figures import PlotsUnavailable
+    from hpcq.sqd.plots import heatmap_png, timeline_png
 
     doc, problems, archive = _load(args)
     out = Path(args.out)

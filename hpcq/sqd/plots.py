@@ -1,8 +1,4 @@
-"""Report plots as PNG bytes, drawn with matplotlib (the `plots` extra).
-
-matplotlib is imported inside the functions (Agg canvas, no pyplot and no global
-state): the core runs without it, and a report writer that catches `PlotsUnavailable`
-writes its text and skips the picture.
+"""The SQD controller's plots as PNG bytes (figures from `hpcq.figures`, the `plots` extra).
 
 - `timeline_png`: one problem's stages as bands over the policy steps, the best GFLOPS
   of each step as dots and the running best as a step line.
@@ -13,17 +9,12 @@ writes its text and skips the picture.
 
 from __future__ import annotations
 
-import io
 from itertools import combinations
-from typing import TYPE_CHECKING
 
-from hpcq.errors import ConfigError
 from hpcq.eval.techniques import CATALOGUE
+from hpcq.figures import new_figure, png_bytes
 from hpcq.sqd.archive import Archive
 from hpcq.sqd.controller import ProblemState
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 ABBREVIATIONS = {
     "openmp": "OMP",
@@ -34,35 +25,10 @@ ABBREVIATIONS = {
     "packing": "PACK",
 }
 _BANDS = ("#deebf7", "#fdebd7", "#e5f5e0", "#f0e4f5")
-_DPI = 100
-
-
-class PlotsUnavailable(ConfigError):
-    """matplotlib is not installed: plots are skipped, reports still written."""
 
 
 def abbreviation(technique: str) -> str:
     return ABBREVIATIONS.get(technique, technique[:4].upper())
-
-
-def new_figure(width_px: int, height_px: int) -> Figure:
-    """A figure on an Agg canvas; raises PlotsUnavailable without matplotlib."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ModuleNotFoundError as exc:
-        raise PlotsUnavailable(
-            f"plots need matplotlib ({exc.name} is missing): pip install 'hpcq[plots]'"
-        ) from exc
-    fig = Figure(figsize=(width_px / _DPI, height_px / _DPI), dpi=_DPI)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def png_bytes(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI)
-    return buf.getvalue()
 
 
 def timeline_png(state: ProblemState, width: int = 960, height: int = 440) -> bytes:

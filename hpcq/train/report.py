@@ -18,7 +18,7 @@ import structlog
 
 from hpcq.eval.reward import describe
 from hpcq.eval.settings import RewardSettings
-from hpcq.sqd.plots import PlotsUnavailable, new_figure, png_bytes
+from hpcq.figures import PlotsUnavailable, new_figure, png_bytes
 from hpcq.train.settings import RUN_CONFIG, recorded_reward
 
 if TYPE_CHECKING:

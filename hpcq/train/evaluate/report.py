@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpcq.figures import PlotsUnavailable, new_figure, png_bytes
 from hpcq.train.evaluate.stats import FAST_P, Comparison, Difference, Judged, ProblemStats, Summary
 
 SCHEMA = 1
@@ -320,13 +321,10 @@ def to_json(s: Summary, meta: Meta, judged: Sequence[Judged]) -> dict[str, Any]:
 def plot_png(s: Summary, path: Path) -> str | None:
     """Draw the PNG; returns why it was not drawn, or None when it was."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+        fig = new_figure(1500, 450)
+    except PlotsUnavailable:
         return "no PNG: matplotlib is not installed (pip install -e '.[plots]')"
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    axes = fig.subplots(1, 3)
     width = 0.8 / len(s.models)
     xs = range(len(s.problems))
     for i, m in enumerate(s.models):
@@ -356,8 +354,7 @@ def plot_png(s: Summary, path: Path) -> str | None:
     for ax in axes:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    path.write_bytes(png_bytes(fig))
     return None
 
 
