@@ -28,9 +28,9 @@ def new_figure(width_px: int, height_px: int) -> Figure:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-    except ModuleNotFoundError as exc:
+    except ImportError as exc:  # not installed, or installed but broken
         raise PlotsUnavailable(
-            f"plots need matplotlib ({exc.name} is missing): pip install 'hpcq[plots]'"
+            f"plots need matplotlib ({exc.name or exc} is missing): pip install 'hpcq[plots]'"
         ) from exc
     fig = Figure(figsize=(width_px / _DPI, height_px / _DPI), dpi=_DPI)
     FigureCanvasAgg(fig)
