@@ -35,7 +35,7 @@ from hpcq.eval.settings import EngineSettings
 from hpcq.eval.techniques import CATALOGUE
 from hpcq.outcome import Constraints, EvalRequest, Status
 from hpcq.train.extract import extract_code
-from hpcq.train.prompts import DEFAULT_STAGE, Message, Stage, build_prompt, fenced
+from hpcq.train.prompts import DEFAULT_STAGE, Message, PromptStage, build_prompt, fenced
 from hpcq.train.settings import PolicySettings
 
 END = "<|im_end|>"
@@ -66,7 +66,7 @@ class BootstrapSettings:
     seed: int = 0
 
 
-def sqd_stages(seed: int = 0) -> list[Stage]:
+def sqd_stages(seed: int = 0) -> list[PromptStage]:
     """The stages `hpcq sqd` can put in a prompt (listed, made at run time, final), as the
     producer sees them (`hpcq.sqd.client`: constraints plus the stage's text as hint).
     Made stages forbid the catalogue's techniques one, two or three at a time."""
@@ -84,7 +84,7 @@ def sqd_stages(seed: int = 0) -> list[Stage]:
             raw.append(schedule.final_stage(len(raw)))
         for st in raw:
             if allowed(st.constraints):
-                out.append(Stage(st.name, st.constraints, st.prompt.strip()))
+                out.append(PromptStage(st.name, st.constraints, st.prompt.strip()))
     return out
 
 
@@ -105,7 +105,7 @@ def corpus(n: int, seed: int) -> Iterator[tuple[tuple[Message, ...], str]]:
         if stages and rng.random() < 0.4:
             stage = rng.choice(stages)
         else:
-            stage = Stage(constraints=sample_constraints(rng))
+            stage = PromptStage(constraints=sample_constraints(rng))
         variant = rng.choice(allowed(stage.constraints))
         yield build_prompt(problem, stage, rng.choice((1, 1, 2, 4))), fenced(variant.source)
 

@@ -15,9 +15,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hpcq.cli.common import EXIT_OK
+from hpcq.cli.common import (
+    EXIT_OK,
+    add_broker_args,
+    add_telemetry_args,
+    broker_from_args,
+    open_telemetry,
+    settings_from,
+    topology_from_args,
+)
+from hpcq.cli.sqd import add_state_dir_arg, state_path
 from hpcq.errors import ConfigError, InputError
 from hpcq.eval.settings import RewardSettings
+from hpcq.sqd.client import StageClient
+from hpcq.sqd.stages import default_config_path, load_config
 from hpcq.train.metrics import StepMetrics
 from hpcq.train.settings import TrainSettings, load_train_settings, record_run
 
@@ -27,7 +38,6 @@ def default_model_dir(cache_dir: Path) -> Path:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from hpcq.cli.common import add_broker_args, add_telemetry_args
 
     p = subparsers.add_parser("producer", help="train a policy online with GRPO (needs [ml])")
     add_broker_args(p)
@@ -76,6 +86,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="fixed: every technique allowed; sqd: follow `hpcq sqd` stage updates",
     )
     p.add_argument("--sqd-config", default=None, help="with --stages sqd: the SQD TOML")
+    p.add_argument(
+        "--elites-per-prompt",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --stages sqd: show up to N elites of the problem's archive (allowed by "
+        "its current stage) in each prompt as kernels to improve on (default 0: none)",
+    )
+    add_state_dir_arg(p, "--sqd-state-dir")
     p.add_argument(
         "--allow-held-out",
         action="store_true",
@@ -181,7 +200,6 @@ def train_settings_from(args: argparse.Namespace) -> TrainSettings:
 
 async def cmd_producer(args: argparse.Namespace) -> int:
     from bridges.policies import device_memory_bytes, make_policy
-    from hpcq.cli.common import broker_from_args, open_telemetry, settings_from, topology_from_args
     from hpcq.eval.problems import default_kernels_dir, load_problem
     from hpcq.pipeline.producer import Producer, ProducerSettings
     from hpcq.train import checkpoint
@@ -211,14 +229,8 @@ async def cmd_producer(args: argparse.Namespace) -> int:
     node_class = args.node_class or engine.node.name
     name = args.name or f"grpo-{run_id}"[:100]
     stages: StageSource = FixedStages()
-    client = None
-    if args.stages == "sqd":
-        from hpcq.sqd.client import StageClient
-        from hpcq.sqd.stages import default_config_path, load_config
-
-        path = Path(args.sqd_config) if args.sqd_config else default_config_path(kernels)
-        config = load_config(path)
-        client = StageClient(broker_from_args(args), args.namespace, config)
+    client = stage_client(args, kernels)
+    if client is not None:
         await client.start()
         stages = client
     try:
@@ -263,6 +275,26 @@ def check_trainable(problems: Any, allow_held_out: bool) -> None:
         )
 
 
+def stage_client(args: argparse.Namespace, kernels: Path) -> StageClient | None:
+    """With --stages sqd: the client of the controller's stage updates, reading elites for
+    the prompts from the controller's snapshot when --elites-per-prompt asks for them."""
+    if args.elites_per_prompt < 0:
+        raise InputError("--elites-per-prompt: give 0 or more")
+    if args.stages != "sqd":
+        if args.elites_per_prompt:
+            raise InputError("--elites-per-prompt needs --stages sqd (elites come from SQD)")
+        return None
+    path = Path(args.sqd_config) if args.sqd_config else default_config_path(kernels)
+    snapshot = state_path(args) if args.elites_per_prompt else None
+    return StageClient(
+        broker_from_args(args),
+        args.namespace,
+        load_config(path),
+        elites_per_prompt=args.elites_per_prompt,
+        snapshot=snapshot,
+    )
+
+
 def memory_plan_for(train: TrainSettings, gpu_bytes: int, train_gpus: int = 1) -> Any:
     """The run's memory table (hpcq.train.memory_plan), or None for a model of unknown shape."""
     from hpcq.train.memory_plan import Layout, plan, shape_of
@@ -294,7 +326,6 @@ async def cmd_memory_plan(args: argparse.Namespace) -> int:
 
 async def cmd_bootstrap(args: argparse.Namespace) -> int:
     from bridges.bootstrap import BootstrapSettings, build, check_step0
-    from hpcq.cli.common import settings_from
 
     base = BootstrapSettings()
     s = dataclasses.replace(

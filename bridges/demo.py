@@ -228,6 +228,13 @@ def run(args: argparse.Namespace) -> int:
         argv += ["--train-config", str(SMALL_CONFIG), "--problems", args.problems]
         argv += ["--node-class", settings.node.name]
         argv += ["--stages", "sqd" if args.sqd else "fixed"]
+        if args.sqd and args.elites:  # the controller's snapshot is in run_dir/sqd
+            argv += [
+                "--elites-per-prompt",
+                str(args.elites),
+                "--sqd-state-dir",
+                str(run_dir / "sqd"),
+            ]
         if args.async_rollouts:  # sample one step ahead while the kernels are measured
             argv += ["--max-staleness", "1"]
         if args.model:
@@ -288,6 +295,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         default=env("DEMO_SQD", "") not in ("", "0"),
         help="also run the SQD controller and follow its stages (env DEMO_SQD=1)",
+    )
+    p.add_argument(
+        "--elites",
+        type=int,
+        default=int(env("DEMO_ELITES", "0")),
+        metavar="N",
+        help="with --sqd: up to N archive elites in each prompt (env DEMO_ELITES)",
     )
     p.add_argument(
         "--async-rollouts",

@@ -27,7 +27,7 @@ from datasets import Dataset  # type: ignore[import-untyped]
 from hpcq.errors import ConfigError
 from hpcq.eval.problems import Problem
 from hpcq.eval.techniques import CATALOGUE
-from hpcq.train.prompts import Stage, StageSource, build_prompt
+from hpcq.train.prompts import PromptStage, StageSource, build_prompt
 
 
 def _ordered(techniques: frozenset[str]) -> list[str]:
@@ -45,7 +45,7 @@ def staged_prompts(
     by_id = {p.id: p for p in problems}
 
     def transform(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        now: dict[str, Stage] = {}
+        now: dict[str, PromptStage] = {}
         for pid in batch["problem_id"]:
             if pid not in now:
                 now[pid] = stages.stage_for(pid)

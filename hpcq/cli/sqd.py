@@ -39,19 +39,14 @@ def register(subparsers: Any) -> None:
         help="schedule file (default: kernels/sqd/default.toml)",
     )
     p.add_argument("--rebuild", action="store_true", help="replay the stream from its start")
-    p.add_argument(
-        "--idle-exit",
-        type=float,
-        default=None,
-        metavar="S",
-        help="stop after S seconds without a record (rebuilds, smoke tests)",
-    )
+    _seconds(p, "--idle-exit-s", None, "stop after this many seconds without a record "
+             "(rebuilds, smoke tests)", old="--idle-exit")  # fmt: skip
     p.add_argument("--snapshot-every", type=int, default=200, metavar="N",
                    help="records between two snapshots")  # fmt: skip
-    p.add_argument("--snapshot-interval", type=float, default=5.0, metavar="S",
-                   help="seconds between two snapshots")  # fmt: skip
-    p.add_argument("--announce-interval", type=float, default=30.0, metavar="S",
-                   help="seconds between re-announcements of every current stage")  # fmt: skip
+    _seconds(p, "--snapshot-interval-s", 5.0, "seconds between two snapshots",
+             old="--snapshot-interval")  # fmt: skip
+    _seconds(p, "--announce-interval-s", 30.0, "seconds between re-announcements of every "
+             "current stage", old="--announce-interval")  # fmt: skip
     add_telemetry_args(p)
     p.set_defaults(func=cmd_sqd)
 
@@ -68,17 +63,35 @@ def register(subparsers: Any) -> None:
     e.set_defaults(func=cmd_archive_export)
 
 
+def _seconds(
+    p: argparse.ArgumentParser, flag: str, default: float | None, help: str, old: str
+) -> None:
+    """A duration flag, its unit in its name; `old` is the spelling before units, still
+    accepted but no longer shown."""
+    dest = flag.removeprefix("--").replace("-", "_")
+    p.add_argument(flag, type=float, default=default, metavar="S", help=help)
+    p.add_argument(old, type=float, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
 def _state_args(p: argparse.ArgumentParser) -> None:
-    env = os.environ.get
     add_namespace_arg(p)
+    add_state_dir_arg(p)
+
+
+def add_state_dir_arg(p: argparse.ArgumentParser, flag: str = "--state-dir") -> None:
+    """The folder of the controller's snapshots (env HPCQ_SQD_STATE_DIR), for `hpcq sqd`,
+    `hpcq archive` and a producer that reads elites from it."""
     p.add_argument(
-        "--state-dir",
-        default=env("HPCQ_SQD_STATE_DIR"),
-        help="folder of the controller snapshots (default: <cache-dir>/sqd)",
+        flag,
+        dest="state_dir",
+        default=os.environ.get("HPCQ_SQD_STATE_DIR"),
+        help="folder of the controller snapshots (env HPCQ_SQD_STATE_DIR; "
+        "default: <cache-dir>/sqd)",
     )
 
 
-def _state_path(args: argparse.Namespace) -> Path:
+def state_path(args: argparse.Namespace) -> Path:
+    """The namespace's snapshot file under the --state-dir (or <cache-dir>/sqd)."""
     if args.state_dir:
         state_dir = Path(args.state_dir)
     else:
@@ -113,11 +126,11 @@ async def cmd_sqd(args: argparse.Namespace) -> int:
         Topology(namespace=args.namespace),
         config,
         SqdSettings(
-            state_path=_state_path(args),
+            state_path=state_path(args),
             snapshot_every=args.snapshot_every,
-            snapshot_interval_s=args.snapshot_interval,
-            announce_interval_s=args.announce_interval,
-            idle_exit_s=args.idle_exit,
+            snapshot_interval_s=args.snapshot_interval_s,
+            announce_interval_s=args.announce_interval_s,
+            idle_exit_s=args.idle_exit_s,
             rebuild=args.rebuild,
         ),
     )
@@ -142,7 +155,7 @@ async def cmd_sqd(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> tuple[dict[str, Any], list[ProblemState], Archive]:
-    path = _state_path(args)
+    path = state_path(args)
     doc = read_snapshot(path)
     if doc is None:
         raise InputError(

@@ -4,7 +4,7 @@
 the newest stage per problem (the stage index only grows, so repeats and late copies are
 dropped). Until the first update of a problem arrives it answers the problem's first
 stage from the same schedule config the controller uses. It also implements the GRPO
-producer's `hpcq.train.prompts.StageSource` (`stage_for`), whose `FixedStages` serves a
+producer's `hpcq.train.prompts.PromptStageSource` (`stage_for`), whose `FixedStages` serves a
 producer that runs without `hpcq sqd`.
 
 The prompt text is rebuilt from the config (the wire record carries the stage's name and
@@ -153,7 +153,7 @@ class StageClient:
         elites = self._elites_for(problem_id, stage.constraints)
         return StageView(stage.constraints, stage.prompt_text(), elites)
 
-    def stage_for(self, problem_id: str) -> prompts.Stage:
+    def stage_for(self, problem_id: str) -> prompts.PromptStage:
         """The producer's view (`hpcq.train.prompts` states the constraints itself, so the hint
         is the stage's own text plus the elites, if any were asked for)."""
         stage, _ = self.current_stage(problem_id)
@@ -163,4 +163,6 @@ class StageClient:
                 f"A correct kernel found earlier ({e.gflops:.1f} GFLOPS, techniques: "
                 f"{e.cell}); improve on it:\n{prompts.fenced(e.source)}"
             )
-        return prompts.Stage(name=stage.name, constraints=stage.constraints, hint="\n".join(hint))
+        return prompts.PromptStage(
+            name=stage.name, constraints=stage.constraints, hint="\n".join(hint)
+        )

@@ -30,30 +30,32 @@ class Message:
 
 
 @dataclass(frozen=True)
-class Stage:
-    """What a prompt needs from the SQD controller for one problem."""
+class PromptStage:
+    """A problem's stage as a prompt states it: the constraints and any hint (with elites,
+    when asked for). The SQD schedule's own stage is `hpcq.sqd.stages.Stage`; the SQD
+    client turns one into the other."""
 
     name: str = "default"
     constraints: Constraints = field(default_factory=Constraints)
     hint: str = ""  # optional extra guidance the controller wants in the prompt
 
 
-DEFAULT_STAGE = Stage()
+DEFAULT_STAGE = PromptStage()
 
 
 class StageSource(Protocol):
     """The current stage of a problem (the SQD controller's client implements this)."""
 
-    def stage_for(self, problem_id: str) -> Stage: ...
+    def stage_for(self, problem_id: str) -> PromptStage: ...
 
 
 @dataclass(frozen=True)
 class FixedStages:
     """One stage for every problem: the default until the SQD controller runs."""
 
-    stage: Stage = DEFAULT_STAGE
+    stage: PromptStage = DEFAULT_STAGE
 
-    def stage_for(self, problem_id: str) -> Stage:
+    def stage_for(self, problem_id: str) -> PromptStage:
         return self.stage
 
 
@@ -73,7 +75,7 @@ def dims_text(problem: Problem) -> str:
     return ", ".join(f"{n} = {d}" for n, d in zip(names, problem.dims, strict=True))
 
 
-def user_text(problem: Problem, stage: Stage, cores: int = 1) -> str:
+def user_text(problem: Problem, stage: PromptStage, cores: int = 1) -> str:
     dims = dims_text(problem)
     c = stage.constraints
     lines = [
@@ -93,7 +95,7 @@ def user_text(problem: Problem, stage: Stage, cores: int = 1) -> str:
     return "\n".join(lines)
 
 
-def build_prompt(problem: Problem, stage: Stage, cores: int = 1) -> tuple[Message, ...]:
+def build_prompt(problem: Problem, stage: PromptStage, cores: int = 1) -> tuple[Message, ...]:
     return (Message("system", SYSTEM), Message("user", user_text(problem, stage, cores)))
 
 

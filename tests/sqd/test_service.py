@@ -80,7 +80,7 @@ def sqd_proc(
     args = [
         sys.executable, "-m", "hpcq", "sqd", "--namespace", topology.namespace,
         "--amqp-url", FAST_URL, "--sqd-config", str(config), "--state-dir", str(state_dir),
-        "--snapshot-every", "7", "--snapshot-interval", "1000", *extra,
+        "--snapshot-every", "7", "--snapshot-interval-s", "1000", *extra,
     ]  # fmt: skip
     log = (state_dir / "sqd.log").open("ab")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -117,7 +117,7 @@ async def test_kill_restart_and_replay(
             proc.kill()
     assert offset_of(state) == last_snapshot
     await publish(topo, records[half:])
-    proc = sqd_proc(topo, config_path, tmp_path, "--idle-exit", "1.5")
+    proc = sqd_proc(topo, config_path, tmp_path, "--idle-exit-s", "1.5")
     assert await wait_exit(proc, 30) == 0, (tmp_path / "sqd.log").read_text()[-3000:]
     doc = read_snapshot(state)
     assert doc is not None

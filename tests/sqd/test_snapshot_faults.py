@@ -93,7 +93,7 @@ async def test_hpcq_sqd_on_a_full_disk_exits_3_with_a_clear_message(
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", FULL_DISK, "sqd", "--namespace", topo.namespace,
         "--amqp-url", FAST_URL, "--sqd-config", str(config_path),
-        "--state-dir", str(tmp_path), "--snapshot-every", "5", "--idle-exit", "1.5",
+        "--state-dir", str(tmp_path), "--snapshot-every", "5", "--idle-exit-s", "1.5",
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip

@@ -18,7 +18,7 @@ from hpcq.pipeline.producer import CompletedGroup
 from hpcq.train import checkpoint, metrics
 from hpcq.train import loop as grpo
 from hpcq.train.policy import Sample, Scored, UpdateStats
-from hpcq.train.prompts import Stage
+from hpcq.train.prompts import PromptStage
 from hpcq.train.settings import LoopSettings
 
 from .fakes import BanditPolicy, InstantChannel
@@ -183,11 +183,11 @@ class SwitchingStages:
     """Stage A until `switch()` is called, stage B after."""
 
     def __init__(self) -> None:
-        self.a = Stage("a", Constraints())
-        self.b = Stage("b", Constraints(forbidden=frozenset({"openmp"})))
+        self.a = PromptStage("a", Constraints())
+        self.b = PromptStage("b", Constraints(forbidden=frozenset({"openmp"})))
         self.current = self.a
 
-    def stage_for(self, problem_id: str) -> Stage:
+    def stage_for(self, problem_id: str) -> PromptStage:
         return self.current
 
 

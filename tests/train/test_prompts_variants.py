@@ -16,7 +16,7 @@ from bridges.bootstrap_variants import (
 from hpcq.eval import techniques as tq
 from hpcq.eval.problems import load_problem
 from hpcq.outcome import Constraints
-from hpcq.train.prompts import DEFAULT_STAGE, FixedStages, Stage, build_prompt, fenced
+from hpcq.train.prompts import DEFAULT_STAGE, FixedStages, PromptStage, build_prompt, fenced
 from tests.test_preprocess import preprocessed
 
 # What each template does, written out here from reading the templates (not from
@@ -47,7 +47,7 @@ def expected_techniques(v: Variant) -> set[str]:
 
 def test_prompt_names_problem_and_constraints() -> None:
     problem = load_problem("dgemm-256")
-    stage = Stage(
+    stage = PromptStage(
         "s1", Constraints(forbidden=frozenset({"openmp", "simd"}), required=frozenset({"packing"}))
     )
     system, user = build_prompt(problem, stage, cores=2)
@@ -65,7 +65,7 @@ def test_default_stage_allows_everything() -> None:
 
 
 def test_hint_is_appended() -> None:
-    _, user = build_prompt(load_problem("dgemm-256"), Stage(hint="Beat 10 GFLOPS."))
+    _, user = build_prompt(load_problem("dgemm-256"), PromptStage(hint="Beat 10 GFLOPS."))
     assert "Beat 10 GFLOPS." in user.content
 
 

@@ -21,7 +21,7 @@ from hpcq.pipeline.broker import BrokerSettings
 from hpcq.pipeline.topology import Topology
 from hpcq.train.advantages import AdvantageSettings
 from hpcq.train.metrics import StepMetrics
-from hpcq.train.prompts import Stage, fenced
+from hpcq.train.prompts import PromptStage, fenced
 
 from .conftest import BrokerSpace
 
@@ -83,10 +83,10 @@ class MovingStages:
     """A StageSource whose stage changes when the test says so (as `hpcq sqd` would)."""
 
     def __init__(self) -> None:
-        self.stage = Stage()
+        self.stage = PromptStage()
         self.reads = 0
 
-    def stage_for(self, problem_id: str) -> Stage:
+    def stage_for(self, problem_id: str) -> PromptStage:
         self.reads += 1
         return self.stage
 
@@ -103,7 +103,9 @@ def test_prompts_follow_the_current_stage() -> None:
     assert [r["problem_id"] for r in first] == ["dgemm-256"] * 2 + ["dgemm-512"] * 2
     assert all(r["forbidden"] == [] and r["stage"] == "default" for r in first)
     assert stages.reads == 2  # once per problem and batch: a group never mixes stages
-    stages.stage = Stage("no-omp", Constraints(forbidden=frozenset({"openmp"})), "No threads.")
+    stages.stage = PromptStage(
+        "no-omp", Constraints(forbidden=frozenset({"openmp"})), "No threads."
+    )
     later = data.__getitems__([2, 2])
     assert all(r["forbidden"] == ["openmp"] and r["stage"] == "no-omp" for r in later)
     user = later[0]["prompt"][1]["content"]
