@@ -11,7 +11,7 @@ help:
 	@echo "make install         virtualenv in $(VENV) with hpcq and its dev tools"
 	@echo "make install-ml      ... plus the producer side (torch CPU build, transformers, trl, peft)"
 	@echo "make test            install what is missing, check services, run the whole suite"
-	@echo "make lint            ruff and mypy --strict"
+	@echo "make lint            ruff, mypy --strict and the import contracts (lint-imports)"
 	@echo "make bench-eval      evaluation-engine benchmark -> bench/results/"
 
 $(STAMP): pyproject.toml
@@ -52,12 +52,13 @@ lint: install
 	$(VENV)/bin/ruff check hpcq bridges tests bench
 	$(VENV)/bin/ruff format --check hpcq bridges tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench-eval: install install-system
 	$(PY) bench/bench_eval.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .grimp_cache .import_linter_cache
 
 # ---- pipeline (issue 3: RabbitMQ producer/consumer, docs/pipeline.md) -----------------
 .PHONY: run-consumer run-producer bench-pipeline

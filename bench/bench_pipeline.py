@@ -3,9 +3,10 @@
 In one run, against the broker on 127.0.0.1:5672:
 1. round trips per second (task published with confirms -> consumer -> result published
    with confirms -> ack -> result counted by the producer) with the no-op (scripted)
-   evaluator for 1, 2 and 4 consumer processes, next to a minimal bare aio-pika echo of
-   the same message size and the same guarantees (quorum queues, confirms, manual ack
-   after the reply is confirmed), as a ratio (target: hpcq >= 0.8 of the echo);
+   evaluator (tests/support/scripted_consumer.py) for 1, 2 and 4 consumer processes,
+   next to a minimal bare aio-pika echo of the same message size and the same guarantees
+   (quorum queues, confirms, manual ack after the reply is confirmed), as a ratio
+   (target: hpcq >= 0.8 of the echo);
 2. the pipeline's overhead on real evaluations: the same corpus of kernels evaluated
    through the queue (one consumer, one slot) versus directly by the engine on the same
    core, as a throughput ratio (target >= 0.97). Needs hpcq.eval.engine and a node where it
@@ -100,7 +101,7 @@ async def hpcq_round_trips(consumers: int, tasks: int, window: int, slots: int) 
             [
                 sys.executable,
                 "-m",
-                "hpcq",
+                "tests.support.scripted_consumer",  # `hpcq consumer` with the no-op evaluator
                 "--log-level",
                 "warning",
                 "consumer",
@@ -108,9 +109,6 @@ async def hpcq_round_trips(consumers: int, tasks: int, window: int, slots: int) 
                 topo.namespace,
                 "--amqp-url",
                 URL,
-                "--evaluator",
-                "scripted",
-                "--share-cores",
                 "--slots",
                 str(slots),
                 "--node-class",

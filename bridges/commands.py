@@ -2,15 +2,67 @@
 (pyproject.toml): `producer`, `memory-plan` and `bootstrap-model` (bridges.cli_train) and
 `evaluate` (bridges.cli_evaluate). Their handlers import torch only when they run, so
 `hpcq --help` stays light; the core (`hpcq.cli`) never imports this package.
+
+On a node without the ML stack the commands are still listed; running one says what to
+install instead of printing an ImportError's traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
 
 from bridges import cli_evaluate, cli_train
+from hpcq.errors import ConfigError
+
+# What the `ml` extra brings (pyproject.toml); a missing one is an install problem.
+ML_PACKAGES = frozenset(
+    {"torch", "transformers", "trl", "peft", "tokenizers", "accelerate", "datasets"}
+)
+
+
+def missing_ml(exc: ModuleNotFoundError, command: str) -> ConfigError | None:
+    """The clear error for `exc` if it is a package of the `ml` extra, else None."""
+    if (exc.name or "").split(".")[0] not in ML_PACKAGES:
+        return None
+    return ConfigError(
+        f"`hpcq {command}` needs the ml extra ({exc.name} is missing): install torch first "
+        "(pip install torch==2.13.0 takes the CPU build; a bare `torch` pulls CUDA wheels), "
+        "then pip install 'hpcq[ml]' (make install-ml in a checkout)"
+    )
+
+
+def needs_ml(func: Callable[..., Any], command: str) -> Callable[..., Any]:
+    """`func` (a command handler, sync or async) with a missing ML package reported as a
+    ConfigError (exit 2) instead of a traceback."""
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def run_async(args: argparse.Namespace) -> Any:
+            try:
+                return await func(args)
+            except ModuleNotFoundError as exc:
+                raise (missing_ml(exc, command) or exc) from exc
+
+        return run_async
+
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> Any:
+        try:
+            return func(args)
+        except ModuleNotFoundError as exc:
+            raise (missing_ml(exc, command) or exc) from exc
+
+    return run
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    before = set(subparsers.choices)
     cli_train.register(subparsers)
     cli_evaluate.register(subparsers)
+    for name in sorted(set(subparsers.choices) - before):
+        parser = subparsers.choices[name]
+        parser.set_defaults(func=needs_ml(parser.get_default("func"), name))

@@ -14,6 +14,9 @@ answer never stalls the event loop.
 
 `MqttFeed` subscribes to a namespace's topics and keeps the latest of each (retained
 messages arrive first), for `hpcq status --watch`.
+
+The CLI finds both through the `hpcq.telemetry` entry points `mqtt` and `mqtt-feed`
+(pyproject.toml), which name `sink` and `feed` at the end of this module.
 """
 
 from __future__ import annotations
@@ -87,7 +90,6 @@ class MqttTelemetry:
         self._queue: asyncio.Queue[_Out] = asyncio.Queue(maxsize=settings.queue_size)
         self._task: asyncio.Task[None] | None = None
         self._last_beat: t.NodeBeat | None = None
-        self._closing = False
         self._idle = asyncio.Event()  # set while the queue is empty and nothing is in flight
         self._idle.set()
 
@@ -112,7 +114,6 @@ class MqttTelemetry:
         """Publish 'offline' for the node (when connected), disconnect cleanly (no will)."""
         if self._task is None:
             return
-        self._closing = True
         if self.connected:
             beat = self._last_beat or t.NodeBeat(self.node or "", self.node_class)
             if self.node is not None:
@@ -222,17 +223,6 @@ async def _until_first_fails(*coros: Coroutine[Any, Any, None]) -> None:
 # --- reading -------------------------------------------------------------------------------
 
 
-@dataclass
-class FeedState:
-    """The latest of each telemetry topic of a namespace."""
-
-    nodes: dict[str, tuple[t.NodeBeat, float]]  # node -> (heartbeat, received at)
-    steps: dict[str, dict[str, Any]]  # run_id -> step payload
-    stages: dict[str, dict[str, Any]]  # problem_id -> stage payload
-    connected: bool = False
-    error: str = ""
-
-
 class MqttFeed:
     """Follows `hpcq/<namespace>/#` in the background, reconnecting like the publisher."""
 
@@ -243,7 +233,7 @@ class MqttFeed:
     ) -> None:
         self.settings = settings
         self.topics = t.Topics(settings.namespace)
-        self.state = FeedState({}, {}, {})
+        self.state = t.FeedState({}, {}, {})
         self._on_change = on_change
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
@@ -308,3 +298,9 @@ class MqttFeed:
                 self.state.connected, self.state.error = False, str(exc) or repr(exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.settings.reconnect_max_s)
+
+
+# The factories the `hpcq.telemetry` entry points name (pyproject.toml), typed by the
+# core's contract: mypy checks that these classes fit it.
+sink: t.MqttSinkFactory = MqttTelemetry
+feed: t.FeedFactory = MqttFeed

@@ -14,6 +14,9 @@ never waits on the network. The figures are those of the MQTT telemetry:
 | `hpcq_train_status_fraction` | run_id, status | producer step metrics |
 | `hpcq_sqd_stage_index` | problem_id | SQD stage changes |
 | `hpcq_sqd_stage` | problem_id, stage (1 for the current one) | SQD stage changes |
+
+The CLI finds it through the `hpcq.telemetry` entry point `prometheus` (pyproject.toml),
+which names `sink` at the end of this module.
 """
 
 from __future__ import annotations
@@ -126,3 +129,8 @@ class PromTelemetry:
             server, self._server = self._server, None
             await asyncio.to_thread(server.shutdown)  # waits for the serving loop's poll
             server.server_close()
+
+
+# The factory the `hpcq.telemetry` entry point names (pyproject.toml), typed by the core's
+# contract: mypy checks that the class fits it.
+sink: t.PromSinkFactory = PromTelemetry

@@ -1,7 +1,9 @@
 """What every `hpcq` command shares, declared once: exit codes, the broker options
 (--namespace, --amqp-url, --delivery-limit) and the telemetry options (--mqtt-url,
 --metrics-port), with the environment variables that default them (HPCQ_NAMESPACE,
-HPCQ_AMQP_URL, HPCQ_MQTT_URL): read here, at the CLI edge, and nowhere below.
+HPCQ_AMQP_URL, HPCQ_MQTT_URL): read here, at the CLI edge, and nowhere below. The
+telemetry adapters those options ask for are found here too, through the
+`hpcq.telemetry` entry point group (bridges/ declares them in pyproject.toml).
 
 Exit codes: 0 the command did its job (for `eval`: the evaluation ran, whatever the
 kernel's status), 2 bad input or configuration, 3 the node could not evaluate
@@ -13,13 +15,23 @@ from __future__ import annotations
 
 import argparse
 import os
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from hpcq.errors import ConfigError
 from hpcq.eval.settings import EngineSettings, load_settings
 from hpcq.pipeline.broker import DEFAULT_AMQP_URL, BrokerSettings
-from hpcq.pipeline.telemetry import Fanout, MqttSettings, NullTelemetry, Telemetry
+from hpcq.pipeline.telemetry import (
+    Fanout,
+    Feed,
+    FeedFactory,
+    MqttSettings,
+    MqttSinkFactory,
+    NullTelemetry,
+    PromSinkFactory,
+    Telemetry,
+)
 from hpcq.pipeline.topology import Topology
 
 EXIT_OK = 0
@@ -54,9 +66,6 @@ def add_amqp_url_arg(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("HPCQ_AMQP_URL", DEFAULT_AMQP_URL),
         help="RabbitMQ URL (env HPCQ_AMQP_URL; default the local development broker)",
     )
-
-
-EXIT_OK, EXIT_INFRA = 0, 3
 
 
 def add_broker_args(p: argparse.ArgumentParser) -> None:
@@ -100,34 +109,54 @@ def mqtt_from_args(args: argparse.Namespace) -> MqttSettings | None:
     return MqttSettings.from_url(url, namespace=args.namespace) if url else None
 
 
-def _missing_extra(exc: ModuleNotFoundError, flag: str, extra: str) -> ConfigError:
-    return ConfigError(
-        f"{flag} needs the {extra} extra ({exc.name} is missing): pip install 'hpcq[{extra}]'"
-    )
+TELEMETRY_GROUP = "hpcq.telemetry"
+
+
+def load_adapter(name: str, flag: str, extra: str, hint: str = "") -> Any:
+    """The factory that the `hpcq.telemetry` entry point `name` names, loaded now (which
+    imports the extra's package): `flag` asked for it. Typed by the caller, with one of
+    the factory types of `hpcq.pipeline.telemetry`."""
+    found = sorted(entry_points(group=TELEMETRY_GROUP, name=name), key=lambda ep: ep.value)
+    if not found:
+        raise ConfigError(
+            f"{flag}: no {name!r} adapter in the {TELEMETRY_GROUP} entry points; "
+            "reinstall hpcq (pip install -e . in a checkout)"
+        )
+    try:
+        return found[0].load()
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"{flag} needs the {extra} extra ({exc.name} is missing): "
+            f"pip install 'hpcq[{extra}]'{hint}"
+        ) from exc
 
 
 async def open_telemetry(
     args: argparse.Namespace, node: str | None = None, node_class: str = ""
 ) -> Telemetry:
-    """The sinks the flags ask for, started (the bridges are imported only then)."""
+    """The sinks the flags ask for, started (their adapters are loaded only then)."""
     sinks: list[Telemetry] = []
     mqtt = mqtt_from_args(args)
     if mqtt is not None:
-        try:
-            from bridges.mqtt_telemetry import MqttTelemetry
-        except ModuleNotFoundError as exc:
-            raise _missing_extra(exc, "--mqtt-url", "mqtt") from exc
-        sinks.append(MqttTelemetry(mqtt, node=node, node_class=node_class))
+        mqtt_sink: MqttSinkFactory = load_adapter("mqtt", "--mqtt-url", "mqtt")
+        sinks.append(mqtt_sink(mqtt, node, node_class))
     port = getattr(args, "metrics_port", None)
     if port is not None:
-        try:
-            from bridges.prom import PromTelemetry
-        except ModuleNotFoundError as exc:
-            raise _missing_extra(exc, "--metrics-port", "prometheus") from exc
-        sinks.append(PromTelemetry(port, args.metrics_addr))
+        prom_sink: PromSinkFactory = load_adapter("prometheus", "--metrics-port", "prometheus")
+        sinks.append(prom_sink(port, args.metrics_addr))
     telemetry: Telemetry = Fanout(sinks) if len(sinks) > 1 else (sinks or [NullTelemetry()])[0]
     await telemetry.start()
     return telemetry
+
+
+def feed_from_args(args: argparse.Namespace) -> Feed | None:
+    """The MQTT reader of `hpcq status --watch` when --mqtt-url asks for one (not started)."""
+    mqtt = mqtt_from_args(args)
+    if mqtt is None:
+        return None
+    hint = ", or leave --mqtt-url out to watch from the broker alone"
+    make_feed: FeedFactory = load_adapter("mqtt-feed", "--mqtt-url", "mqtt", hint)
+    return make_feed(mqtt)
 
 
 def broker_from_args(args: argparse.Namespace) -> BrokerSettings:

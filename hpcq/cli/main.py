@@ -3,8 +3,9 @@
 The global options read HPCQ_CONFIG, HPCQ_CACHE_DIR, HPCQ_KERNELS_DIR and HPCQ_LOG_LEVEL
 here; the options every command shares, and the exit codes, are in `hpcq.cli.common`.
 The core's commands register themselves below; commands that need the ML stack come
-from the `hpcq.commands` entry point (bridges/commands.py), so the core never imports
-`bridges`.
+from the `hpcq.commands` entry point (bridges/commands.py), and the telemetry sinks from
+the `hpcq.telemetry` entry points (loaded by `hpcq.cli.common`), so the core never
+imports `bridges` (import-linter checks it: `make lint`).
 """
 
 from __future__ import annotations
@@ -59,8 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command that `args` names (its `func`); errors become exit codes."""
     setup_logging(args.log_level, json=args.log_json)
     try:
         if inspect.iscoroutinefunction(args.func):

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import signal
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from hpcq.cli.common import (
     add_broker_args,
     add_telemetry_args,
     broker_from_args,
-    mqtt_from_args,
+    feed_from_args,
     open_telemetry,
     topology_from_args,
 )
@@ -78,11 +79,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="evaluate every task afresh (re-benchmarking); redeliveries still dedupe",
     )
-    # Stand-in evaluator for pipeline benchmarks and fault tests (tests.support.scripted).
-    p.add_argument(
-        "--evaluator", choices=("engine", "scripted"), default="engine", help=argparse.SUPPRESS
-    )
-    p.add_argument("--share-cores", action="store_true", help=argparse.SUPPRESS)
     add_telemetry_args(p)
     p.set_defaults(func=cmd_consumer)
 
@@ -160,17 +156,11 @@ def _node_class(args: argparse.Namespace) -> str:
     return str(args.node_class or settings_from(args).node.name)
 
 
-def _evaluator(args: argparse.Namespace) -> tuple[Evaluator, str]:
-    if args.evaluator == "scripted":
-        from tests.support.scripted import ScriptedEvaluator
-
-        node_class = _node_class(args)
-        return ScriptedEvaluator(node_class), node_class
+def _engine(args: argparse.Namespace, node_class: str) -> Evaluator:
     from hpcq.cli.common import settings_from
     from hpcq.eval.engine import Engine
 
     settings = settings_from(args)
-    node_class = args.node_class or settings.node.name
     if node_class != settings.node.name:
         node = dataclasses.replace(settings.node, name=node_class)
         settings = dataclasses.replace(settings, node=node)
@@ -179,7 +169,7 @@ def _evaluator(args: argparse.Namespace) -> tuple[Evaluator, str]:
         engine.sweep_scratch()  # debris of a consumer killed with -9 on this node
     except InfraError as exc:  # the first evaluation reports it as the node's failure
         log.warning("scratch directories not swept", error=str(exc))
-    return engine, node_class
+    return engine
 
 
 def _journal_dir(args: argparse.Namespace, node_class: str) -> Path:
@@ -191,17 +181,26 @@ def _journal_dir(args: argparse.Namespace, node_class: str) -> Path:
     return cache_dir / "journal" / str(args.namespace) / node_class
 
 
-async def cmd_consumer(args: argparse.Namespace) -> int:
+async def cmd_consumer(
+    args: argparse.Namespace,
+    make_evaluator: Callable[[str], Evaluator] | None = None,
+    share_cores: bool = False,
+) -> int:
+    """`hpcq consumer`: the engine judges the tasks. Only a test launcher
+    (tests/support/scripted_consumer.py) passes `make_evaluator` (node class -> a stand-in
+    evaluator) and `share_cores` (slots may overlap: the stand-in times nothing). The CLI
+    has no flag for either: made-up verdicts must never reach a real namespace."""
     from hpcq.pipeline.consumer import Consumer, ConsumerSettings
     from hpcq.pipeline.slots import allowed_cores, plan_slots
 
-    evaluator, node_class = _evaluator(args)
+    node_class = _node_class(args)
+    evaluator = make_evaluator(node_class) if make_evaluator else _engine(args, node_class)
     plan = plan_slots(
         allowed_cores(),
         slots=args.slots,
         cores_per_slot=args.cores_per_slot,
         reserve_cores=args.reserve_cores,
-        share_cores=args.share_cores,
+        share_cores=share_cores,
     )
     settings = ConsumerSettings(
         node_class=node_class,
@@ -340,7 +339,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
             topology_from_args(args),
             node_classes,
             settings,
-            mqtt_from_args(args),
+            feed_from_args(args),
         )
         return EXIT_OK
     report = await snapshot(

@@ -8,13 +8,13 @@ per-size timeouts, measurement overrides and whether the problem is held out of 
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from hpcq.errors import ConfigError, UnknownProblemError
+from hpcq.tomlfile import read_toml
 
 _MEASURE_KEYS = {"warmup_calls", "warmup_min_s", "min_calls", "min_time_s", "max_calls"}
 
@@ -72,10 +72,7 @@ def _flag(value: Any, where: str) -> bool:
 
 
 def _family(path: Path) -> list[Problem]:
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    data = read_toml(path, "problem family")
     root = path.parent.parent
     try:
         family = str(data["family"])

@@ -18,7 +18,6 @@ import math
 import os
 import platform
 import tempfile
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any, Literal
 
 from hpcq.errors import ConfigError
 from hpcq.outcome import Status
+from hpcq.tomlfile import read_toml
 
 Shaping = Literal["gflops", "log_speedup", "fraction_of_peak"]
 SHAPINGS: tuple[str, ...] = typing.get_args(Shaping)
@@ -286,12 +286,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> EngineSettings:
     base = EngineSettings(**overrides) if overrides else EngineSettings()
     if path is None:
         return base
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} does not exist") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    data = read_toml(path)
     unknown = sorted(set(data) - set(_SECTIONS) - {"engine"})
     if unknown:
         raise ConfigError(

@@ -1,8 +1,10 @@
-"""Message fate, declared in one place.
+"""Message fate, declared in one place: queue deliveries, then stream deliveries.
 
-Handlers of deliveries return normally (their answer was published and confirmed) or
-raise. `verdict_for` maps that outcome to what happens to the delivery, and `settle`
-does it. No other module acks, nacks or rejects.
+No other module acks, nacks or rejects (tests/pipeline/test_fate_one_place.py checks it).
+
+Queue deliveries (tasks to a consumer, answers to a producer). Handlers return normally
+(their answer was published and confirmed) or raise. `verdict_for` maps that outcome to
+what happens to the delivery, and `settle` does it.
 
     returned normally            -> ack
     DecodeError (not a task)     -> dead-letter, reason "<code>: ...", then ack
@@ -26,12 +28,42 @@ still running (hpcq.pipeline.consumer). The queue's delivery limit (default 10) 
 backstop for what the journal cannot see (crashes on other hosts, a lost journal).
 
 A bad kernel is not an exception: it is a published result, hence an ack.
+
+Stream deliveries (the replay stream `ns.log`, read by `hpcq sqd`, `hpcq replay` and
+`hpcq status`). A stream is a log, not a work queue: it keeps every record whatever its
+readers do, and a reader knows where it is by the `x-stream-offset` header of the
+records it read, not by acks (hpcq sqd saves its offset in its snapshot). An ack deletes
+nothing; it returns one unit of the subscription's prefetch credit, and a reader that
+stopped acking would stop receiving after `prefetch` records. So there is nothing to
+requeue and nothing to dead-letter, and one rule serves every reader: wrap the handling
+of a delivery in `async with stream_delivery(message, READER):`, and decode it with
+`stream_record` (a reader that needs only the headers skips that).
+
+    handled (the block ended, by
+      break or continue too)           -> ack
+    the record does not decode         -> `stream_record` logs it and returns the
+      (a poison record)                   DecodeError; the reader counts it and goes on;
+                                          ack. It cannot loop: a subscription reads each
+                                          offset once, forward.
+    the handler raised                 -> ack all the same (a reader that survives the
+                                          error, `hpcq status --watch`, keeps its credit),
+                                          and the error goes on to the reader
+    cancelled                          -> no ack: the reader is stopping, its channel too
+    the ack fails (channel lost)       -> the one choice that differs between readers,
+                                          declared by their `StreamReader` below:
+      resumes_by_offset (hpcq sqd)     -> ignored: after a reconnect it subscribes again
+                                          after its last offset and skips records it saw
+      one pass (replay, status)        -> the error goes on: aio-pika restores their
+                                          consumer from the offset it first asked for, and
+                                          a one-pass reader cannot tell those records from
+                                          new ones, so it stops rather than count twice
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -41,6 +73,8 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, MessageProcessError
 from pamqp.common import FieldValue
 
 from hpcq.errors import DecodeError, InfraError, InputError, PoisonTaskError
+from hpcq.pipeline import codec
+from hpcq.pipeline.messages import Record
 
 log = structlog.get_logger()
 
@@ -114,3 +148,59 @@ async def _dead_letter(
         return
     log.warning("dead-lettered", reason=reason, routing_key=message.routing_key)
     await message.ack()
+
+
+# --- stream deliveries (rules in the module docstring) -------------------------------------
+
+_OFFSET_HEADER = "x-stream-offset"  # set by RabbitMQ on every stream delivery
+
+_UNSETTLED = (MessageProcessError, *CONNECTION_EXCEPTIONS)
+
+
+@dataclass(frozen=True)
+class StreamReader:
+    """A reader of the replay stream, as far as the fate of its deliveries goes."""
+
+    name: str
+    resumes_by_offset: bool
+    """True for a reader that, after a reconnect, subscribes again after the last offset
+    it processed and skips the records it has seen: an ack lost with its channel is
+    harmless to it. False for a one-pass reader: the lost ack's error stops it."""
+
+
+SQD_READER = StreamReader("sqd", resumes_by_offset=True)
+REPLAY_READER = StreamReader("replay", resumes_by_offset=False)
+STATUS_READER = StreamReader("status", resumes_by_offset=False)
+
+
+@asynccontextmanager
+async def stream_delivery(
+    message: AbstractIncomingMessage, reader: StreamReader
+) -> AsyncIterator[None]:
+    """Ack a stream delivery once its handling ends, however it ends but cancelled."""
+    try:
+        yield
+    except Exception:
+        # The handler's error is the one to report; an ack lost with it adds nothing.
+        with suppress(*_UNSETTLED):
+            await message.ack()
+        raise
+    try:
+        await message.ack()
+    except _UNSETTLED as exc:
+        if not reader.resumes_by_offset:
+            raise
+        log.debug("stream ack lost with its channel", reader=reader.name, error=repr(exc))
+
+
+def stream_record(message: AbstractIncomingMessage, reader: StreamReader) -> Record | DecodeError:
+    """The record a stream delivery carries, or, for one that does not decode, the
+    error (logged here), which the reader counts and skips: never raised."""
+    try:
+        return codec.decode(message.body)
+    except DecodeError as exc:
+        offset = (message.headers or {}).get(_OFFSET_HEADER)
+        log.warning(
+            "undecodable stream record skipped", reader=reader.name, offset=offset, error=str(exc)
+        )
+        return exc

@@ -27,6 +27,7 @@ from aio_pika.exceptions import ChannelNotFoundEntity
 from hpcq.errors import ConfigError, DecodeError, InputError
 from hpcq.pipeline import codec
 from hpcq.pipeline.broker import BrokerSettings, Link
+from hpcq.pipeline.fate import REPLAY_READER, stream_delivery, stream_record
 from hpcq.pipeline.messages import Result, Task
 from hpcq.pipeline.topology import Topology, check_name, declare_base, declare_task_queue
 
@@ -113,12 +114,12 @@ async def _read(
                 message = await asyncio.wait_for(inbox.get(), settings.idle_s)
             except TimeoutError:
                 break
-            await message.ack()  # stream acks are credit, not deletion
-            if message.timestamp and message.timestamp.timestamp() > began + 1:
-                break  # written after we began: ours, or new traffic
-            line = _record_line(message, counts, tasks)
-            if out is not None:
-                out.write(json.dumps(line) + "\n")
+            async with stream_delivery(message, REPLAY_READER):
+                if message.timestamp and message.timestamp.timestamp() > began + 1:
+                    break  # written after we began: ours, or new traffic
+                line = _record_line(message, counts, tasks)
+                if out is not None:
+                    out.write(json.dumps(line) + "\n")
     finally:
         if out is not None:
             out.close()
@@ -131,11 +132,10 @@ def _record_line(
     message: AbstractIncomingMessage, counts: dict[str, int], tasks: list[Task]
 ) -> dict[str, Any]:
     offset = (message.headers or {}).get("x-stream-offset")
-    try:
-        record = codec.decode(message.body)
-    except DecodeError as exc:
+    record = stream_record(message, REPLAY_READER)
+    if isinstance(record, DecodeError):
         counts["other"] += 1
-        return {"kind": "undecodable", "reason": str(exc), "offset": offset}
+        return {"kind": "undecodable", "reason": str(record), "offset": offset}
     if isinstance(record, Task):
         counts["tasks"] += 1
         tasks.append(record)

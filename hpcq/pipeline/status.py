@@ -25,6 +25,7 @@ from aio_pika.exceptions import ChannelNotFoundEntity
 from hpcq.errors import DecodeError
 from hpcq.pipeline import codec
 from hpcq.pipeline.broker import BrokerSettings, connect
+from hpcq.pipeline.fate import STATUS_READER, stream_delivery, stream_record
 from hpcq.pipeline.messages import Heartbeat, Result, StageUpdate, Task
 from hpcq.pipeline.topology import Topology
 
@@ -93,15 +94,15 @@ async def _recent_counts(
                 message = await asyncio.wait_for(inbox.get(), 0.5)
             except TimeoutError:
                 break
-            await message.ack()
-            stamp = message.timestamp.timestamp() if message.timestamp else now
-            if stamp > now:
-                break
-            if stamp < now - window_s:
-                continue  # the offset is rounded down to a chunk boundary
-            kind = (message.headers or {}).get("kind")
-            tasks += kind == "task"
-            results += kind == "result"
+            async with stream_delivery(message, STATUS_READER):
+                stamp = message.timestamp.timestamp() if message.timestamp else now
+                if stamp > now:
+                    break
+                if stamp < now - window_s:
+                    continue  # the offset is rounded down to a chunk boundary
+                kind = (message.headers or {}).get("kind")
+                tasks += kind == "task"
+                results += kind == "result"
     finally:
         await channel.close()
     return tasks, results
@@ -286,18 +287,18 @@ class BrokerFeed:
         self.view.status_mix = dict(Counter(st for _, kind, st in self._records if st))
 
     async def _on_record(self, message: AbstractIncomingMessage) -> None:
-        await message.ack()  # a stream keeps its messages; the ack returns credit
+        async with stream_delivery(message, STATUS_READER):
+            self._count(message)
+
+    def _count(self, message: AbstractIncomingMessage) -> None:
         stamp = message.timestamp.timestamp() if message.timestamp else time.time()
-        try:
-            record = codec.decode(message.body)
-        except DecodeError:
-            return
+        record = stream_record(message, STATUS_READER)
         if isinstance(record, Result):
             self._records.append((stamp, "result", str(record.outcome.status)))
         elif isinstance(record, Task):
             self._records.append((stamp, "task", ""))
         else:
-            return
+            return  # another kind, or undecodable (logged)
         if record.run_id:
             steps = self.view.steps
             steps[record.run_id] = max(steps.get(record.run_id, 0), record.step)

@@ -2,9 +2,11 @@
 
 The pipeline calls a `Telemetry` (heartbeats from consumers, step metrics from the
 producer, stage changes from the SQD controller). The default does nothing; the CLI
-picks real sinks by flag: MQTT (`bridges.mqtt_telemetry`, the `mqtt` extra) and a
-Prometheus endpoint (`bridges.prom`, the `prometheus` extra), both loaded lazily, so the
-core installs and runs without either.
+picks real sinks by flag: MQTT (the `mqtt` extra) and a Prometheus endpoint (the
+`prometheus` extra). Their adapters live outside the core (bridges/) and register the
+factories typed at the end of this module under the `hpcq.telemetry` entry point group
+(pyproject.toml); the CLI loads one only when its flag asks, so the core installs and
+runs without either and never imports `bridges`.
 
 Publishing never blocks the pipeline: the three report methods are plain functions that
 hand the message to the sink and return (a sink queues it, bounded, and drops when its
@@ -26,14 +28,16 @@ import dataclasses
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 from urllib.parse import unquote, urlsplit
 
 from hpcq import __version__
 from hpcq.errors import ConfigError
 
+# Type-only: the records this contract carries come from the layers above the pipeline
+# (the import-linter layers contract in pyproject.toml ignores exactly these two).
 if TYPE_CHECKING:
     from hpcq.sqd.controller import StageChange
     from hpcq.train.metrics import StepMetrics
@@ -299,3 +303,46 @@ class Fanout:
     async def close(self) -> None:
         for sink in self.sinks:
             await sink.close()
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+@dataclass
+class FeedState:
+    """The latest of each telemetry topic of a namespace, as a reader follows them."""
+
+    nodes: dict[str, tuple[NodeBeat, float]]  # node -> (heartbeat, received at)
+    steps: dict[str, dict[str, Any]]  # run_id -> step payload
+    stages: dict[str, dict[str, Any]]  # problem_id -> stage payload
+    connected: bool = False
+    error: str = ""
+
+
+class Feed(Protocol):
+    """A reader of a namespace's telemetry (`hpcq status --watch`): `state` is kept up to
+    date in the background between `start` and `close`."""
+
+    @property
+    def state(self) -> FeedState: ...
+
+    async def start(self) -> None: ...
+
+    async def ready(self, timeout_s: float) -> bool:
+        """Until subscribed and the retained messages arrived (False: not in time)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# --- adapters ------------------------------------------------------------------------------
+# The factories an adapter package declares under the `hpcq.telemetry` entry point group,
+# by name (pyproject.toml; bridges/ declares its own with these types, checked by mypy).
+
+MqttSinkFactory: TypeAlias = Callable[[MqttSettings, str | None, str], Telemetry]
+"""`mqtt`: (settings, node, node_class) -> a sink; `node` is the consumer the process
+speaks for (its heartbeat topic carries the last will), None for a producer or controller."""
+PromSinkFactory: TypeAlias = Callable[[int, str], Telemetry]
+"""`prometheus`: (port, address) -> a sink serving `/metrics` once started."""
+FeedFactory: TypeAlias = Callable[[MqttSettings], Feed]
+"""`mqtt-feed`: settings -> a reader of the namespace's topics, not started."""

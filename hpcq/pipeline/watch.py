@@ -1,9 +1,9 @@
 """`hpcq status --watch`: a live terminal view of one namespace.
 
-Nodes come from MQTT heartbeats when an MQTT URL is given (their retained state, and a
-node's last will when it died), otherwise (and for consumers that do not publish to
-MQTT) from the consumers' heartbeats on the broker's control exchange; a node that
-stopped sending is shown `silent`. Queue depths,
+Nodes come from MQTT heartbeats when the CLI hands over an MQTT `Feed` (the `mqtt-feed`
+telemetry adapter: their retained state, and a node's last will when it died), otherwise
+(and for consumers that do not publish to MQTT) from the consumers' heartbeats on the
+broker's control exchange; a node that stopped sending is shown `silent`. Queue depths,
 dead letters, results per second and the status mix always come from RabbitMQ (only the
 broker knows them). Training step and stage per problem come from MQTT when it is there,
 else from the replay stream (highest step seen in the window) and the SQD controller's
@@ -23,13 +23,11 @@ from typing import TYPE_CHECKING, Any
 from hpcq.errors import ConfigError
 from hpcq.pipeline.broker import BrokerSettings
 from hpcq.pipeline.status import BrokerFeed, BrokerView, QueueInfo
-from hpcq.pipeline.telemetry import DRAINING, OFFLINE, ONLINE, PAUSED, MqttSettings, NodeBeat
+from hpcq.pipeline.telemetry import DRAINING, OFFLINE, ONLINE, PAUSED, Feed, FeedState, NodeBeat
 from hpcq.pipeline.topology import Topology
 
 if TYPE_CHECKING:
     from rich.console import Console, Group
-
-    from bridges.mqtt_telemetry import FeedState
 
 SILENT = "silent"
 
@@ -199,22 +197,14 @@ async def watch(
     topology: Topology,
     node_classes: tuple[str, ...],
     settings: WatchSettings,
-    mqtt: MqttSettings | None = None,
+    feed: Feed | None = None,
 ) -> None:
-    """Refresh the view every `settings.refresh_s` until interrupted (or `count` times)."""
+    """Refresh the view every `settings.refresh_s` until interrupted (or `count` times);
+    `feed` (not started yet) adds what MQTT knows, and is closed at the end."""
     console = _console()
     from rich.live import Live
 
-    feed = None
-    if mqtt is not None:
-        try:
-            from bridges.mqtt_telemetry import MqttFeed
-        except ModuleNotFoundError as exc:
-            raise ConfigError(
-                f"--mqtt-url needs aiomqtt ({exc.name} is missing): pip install 'hpcq[mqtt]', "
-                "or leave --mqtt-url out to watch from the broker alone"
-            ) from exc
-        feed = MqttFeed(mqtt)
+    if feed is not None:
         await feed.start()
         await feed.ready(timeout_s=3.0)  # the first view already shows the retained state
     source = BrokerFeed(broker, topology, node_classes, settings.window_s)

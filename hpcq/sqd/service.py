@@ -33,11 +33,12 @@ from typing import Any
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustQueue
-from aio_pika.exceptions import CONNECTION_EXCEPTIONS, MessageProcessError
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 
 from hpcq.errors import ConfigError, DecodeError, InfraError
 from hpcq.pipeline import codec
 from hpcq.pipeline.broker import BrokerSettings, Link
+from hpcq.pipeline.fate import SQD_READER, stream_delivery, stream_record
 from hpcq.pipeline.messages import StageUpdate
 from hpcq.pipeline.telemetry import NullTelemetry, Telemetry, stage_report
 from hpcq.pipeline.topology import Exchanges, Topology, declare_base
@@ -244,9 +245,9 @@ class SqdService:
                 await self._periodic(link, exchanges)
                 continue
             idle_since = time.monotonic()
-            changes = self._process(message)
-            await self._announce(link, exchanges, changes)
-            await _ack(message)
+            async with stream_delivery(message, SQD_READER):
+                changes = self._process(message)
+                await self._announce(link, exchanges, changes)
             await self._periodic(link, exchanges)
 
     def _process(self, message: AbstractIncomingMessage) -> list[StageChange]:
@@ -258,11 +259,9 @@ class SqdService:
             return []
         self.offset = offset
         self._since_snapshot += 1
-        try:
-            record = codec.decode(message.body)
-        except DecodeError as exc:
-            self.controller.undecodable += 1
-            log.warning("sqd: undecodable stream message", offset=offset, error=str(exc))
+        record = stream_record(message, SQD_READER)
+        if isinstance(record, DecodeError):
+            self.controller.undecodable += 1  # and skipped: the offset moved past it
             return []
         return self.controller.feed(record)
 
@@ -299,6 +298,7 @@ class SqdService:
                 error=self.snapshot_error,
                 retry_in_s=self.settings.snapshot_retry_s,
                 unsaved_records=self._since_snapshot,
+                failures=self.snapshot_failures,
             )
             return
         if self.snapshot_error is not None:
@@ -323,12 +323,3 @@ class SqdService:
                 )
             except InfraError as exc:
                 log.warning("sqd: stage update not confirmed", error=str(exc))
-
-
-async def _ack(message: AbstractIncomingMessage) -> None:
-    """The only fate of a stream message: the ack just returns prefetch credit (the
-    stream keeps the message; progress lives in the snapshot's offset)."""
-    try:
-        await message.ack()
-    except (MessageProcessError, *CONNECTION_EXCEPTIONS):
-        pass  # channel lost: the robust consumer re-reads, and old offsets are skipped

@@ -17,7 +17,6 @@ stops `hpcq sqd` at start with the file, the stage and the known names.
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from hpcq.errors import ConfigError
 from hpcq.eval.techniques import CATALOGUE, DESCRIPTIONS, unknown_names
 from hpcq.outcome import Constraints
 from hpcq.sqd.advance import AdvanceRule
+from hpcq.tomlfile import read_toml_and_bytes
 
 DEFAULT_CONFIG_NAME = "default.toml"
 
@@ -149,16 +149,7 @@ def default_config_path(kernels_dir: Path) -> Path:
 
 def load_config(path: Path) -> SqdConfig:
     """Read and validate a schedule file; every error names the file and the fix."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"SQD config {path} does not exist (see kernels/sqd/)") from None
-    except OSError as exc:
-        raise ConfigError(f"SQD config {path}: cannot read: {exc.strerror}") from exc
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"SQD config {path} is not valid TOML: {exc}") from exc
+    data, raw = read_toml_and_bytes(path, "SQD config", hint="see kernels/sqd/")
     config = parse_config(data, str(path))
     return SqdConfig(
         schedules=config.schedules,

@@ -187,6 +187,8 @@ class Rollouts:
             flying = self._flying.pop(done.group_id, None)
             if flying is None:
                 self.ignored += 1  # not ours: a previous incarnation's group
+                log.info("rollout: a group this run did not submit", group=done.group_id,
+                         ignored=self.ignored)  # fmt: skip
                 continue
             _from_group(flying.prompted, done, flying.members, flying.ctx.rewards)
             return _group(done.group_id, flying.prompted, flying.members, flying.ctx.step)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Literal
 
 from hpcq.errors import ConfigError
 from hpcq.eval.settings import RewardSettings, check_reward_settings, load_section
+from hpcq.tomlfile import read_toml
 from hpcq.train.advantages import AdvantageSettings
 
 LossType = Literal["grpo", "dr_grpo", "dapo"]
@@ -183,12 +183,7 @@ def load_train_settings(path: Path | None = None, **sections: dict[str, Any]) ->
     e.g. `load_train_settings(p, loop={"steps": 5})`."""
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file {path} does not exist") from exc
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        data = read_toml(path)
     unknown = sorted((set(data) | set(sections)) - set(_SECTIONS) - {"meta"})
     if unknown:
         raise ConfigError(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(_SECTIONS)}")

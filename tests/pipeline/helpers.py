@@ -58,8 +58,12 @@ async def wait_until(
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+SCRIPTED_CONSUMER = "tests.support.scripted_consumer"
+
+
 class ConsumerProc:
-    """`python -m hpcq consumer` as a real subprocess, killed at the end of the test."""
+    """`python -m hpcq consumer` as a real subprocess, killed at the end of the test; by
+    default through the tests' launcher of the scripted evaluator (same arguments)."""
 
     def __init__(
         self,
@@ -72,12 +76,10 @@ class ConsumerProc:
     ) -> None:
         self.log_path = log_path
         self.env = env or {}
-        # The scripted evaluator times nothing, so its slots may share cores.
-        evaluator = ["--evaluator", "scripted", "--share-cores"] if scripted else []
         self.args = [
             sys.executable,
             "-m",
-            "hpcq",
+            SCRIPTED_CONSUMER if scripted else "hpcq",
             "--log-level",
             "info",
             "consumer",
@@ -85,7 +87,6 @@ class ConsumerProc:
             namespace,
             "--amqp-url",
             url or fast_url(),
-            *evaluator,
             "--slots",
             "1",
             "--heartbeat-s",

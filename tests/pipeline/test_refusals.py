@@ -15,7 +15,7 @@ import pytest
 from yarl import URL
 
 from .conftest import Namespace
-from .helpers import BROKER_URL, NODE_CLASS, REPO, source, wait_consumers
+from .helpers import BROKER_URL, NODE_CLASS, REPO, SCRIPTED_CONSUMER, source, wait_consumers
 
 pytestmark = pytest.mark.broker
 
@@ -25,17 +25,18 @@ BAD_VHOST = str(_URL.with_path("/hpcq-no-such-vhost"))
 
 
 def command(name: str, tmp: Path) -> list[str]:
+    """`-m MODULE COMMAND ...`: the consumer through the tests' scripted launcher."""
     kernel = tmp / "k.c"
     kernel.write_text(source())
     return {
         "consumer": [
-            "consumer", "--evaluator", "scripted", "--share-cores", "--slots", "1",
+            "-m", SCRIPTED_CONSUMER, "consumer", "--slots", "1",
             "--node-class", NODE_CLASS, "--journal-dir", str(tmp / "journal"),
         ],
-        "submit": ["submit", str(kernel), "--node-class", NODE_CLASS],
-        "status": ["status", "--node-class", NODE_CLASS],
-        "replay": ["replay", "--to", str(tmp / "out.jsonl")],
-        "sqd": ["sqd", "--state-dir", str(tmp / "sqd")],
+        "submit": ["-m", "hpcq", "submit", str(kernel), "--node-class", NODE_CLASS],
+        "status": ["-m", "hpcq", "status", "--node-class", NODE_CLASS],
+        "replay": ["-m", "hpcq", "replay", "--to", str(tmp / "out.jsonl")],
+        "sqd": ["-m", "hpcq", "sqd", "--state-dir", str(tmp / "sqd")],
     }[name]  # fmt: skip
 
 
@@ -51,7 +52,7 @@ async def test_refused_connection_fails_at_once(
     args = command(name, tmp_path)
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hpcq", *args, "--namespace", "t-refused", "--amqp-url", url,
+        sys.executable, *args, "--namespace", "t-refused", "--amqp-url", url,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip

@@ -1,5 +1,5 @@
 """A stand-in evaluator driven by directives in the source, for pipeline benchmarks and
-fault-injection tests (`hpcq consumer --evaluator scripted`). Never used for rewards.
+fault-injection tests (`python -m tests.support.scripted_consumer`). Never used for rewards.
 
 Directives are comment lines `// hpcq-test: NAME[=VALUE]`:
     sleep=S        wait S seconds (asyncio, like a subprocess would)

@@ -29,12 +29,18 @@ from .helpers import Listener
 pytestmark = pytest.mark.broker
 
 EXTRAS = ("aiomqtt", "paho", "prometheus_client", "rich", "matplotlib")
-# `python -m hpcq` as if the optional extras were not installed.
-WITHOUT_EXTRAS = (
-    "import runpy, sys\n"
-    f"for name in {EXTRAS!r}: sys.modules[name] = None\n"
-    "runpy.run_module('hpcq', run_name='__main__')\n"
-)
+
+
+def without_extras(proc: ConsumerProc) -> ConsumerProc:
+    """The same `python -m MODULE ...`, as if the optional extras were not installed."""
+    assert proc.args[1] == "-m", proc.args
+    proc.args[1:3] = [
+        "-c",
+        "import runpy, sys\n"
+        f"for name in {EXTRAS!r}: sys.modules[name] = None\n"
+        f"runpy.run_module({proc.args[2]!r}, run_name='__main__', alter_sys=True)\n",
+    ]
+    return proc
 
 
 def consumer(topology: Topology, tmp: Path, *extra: str, tag: str = "c") -> ConsumerProc:
@@ -182,17 +188,16 @@ async def test_pipeline_unaffected_when_mqtt_is_unreachable(
 async def test_consumer_runs_without_the_optional_extras(
     mqtt: t.MqttSettings, pipeline_ns: Topology, tmp_path: Path
 ) -> None:
-    proc = consumer(pipeline_ns, tmp_path, tag="bare")
-    proc.args[1:3] = ["-c", WITHOUT_EXTRAS]
-    proc.start()
+    proc = without_extras(consumer(pipeline_ns, tmp_path, tag="bare")).start()
     try:
         await wait_ready(proc, pipeline_ns)
         results, _ = await submit(pipeline_ns, 2)
         assert len(results) == 2
     finally:
         proc.stop()
-    asked = consumer(pipeline_ns, tmp_path, "--mqtt-url", "mqtt://127.0.0.1:1883", tag="asked")
-    asked.args[1:3] = ["-c", WITHOUT_EXTRAS]
-    asked.start()
-    assert await asked.wait(30) == 2
-    assert "pip install 'hpcq[mqtt]'" in asked.log()
+    url = "mqtt://127.0.0.1:1883"
+    asked = without_extras(consumer(pipeline_ns, tmp_path, "--mqtt-url", url, tag="asked"))
+    assert await asked.start().wait(30) == 2
+    assert "--mqtt-url needs the mqtt extra (aiomqtt is missing): pip install 'hpcq[mqtt]'" in (
+        asked.log()
+    )

@@ -1,9 +1,14 @@
-"""The telemetry contract without a broker: URLs, topics, payloads, the fan-out."""
+"""The telemetry contract without a broker: URLs, topics, payloads, the fan-out, and the
+adapters the CLI finds through the `hpcq.telemetry` entry points."""
 
 from __future__ import annotations
 
+import argparse
+import sys
+
 import pytest
 
+from hpcq.cli import common
 from hpcq.errors import ConfigError
 from hpcq.pipeline import telemetry as t
 
@@ -73,3 +78,60 @@ async def test_fanout_forwards_everything_to_every_sink() -> None:
     fan.step("r", object())  # type: ignore[arg-type]
     await fan.close()
     assert a.calls == b.calls == ["start", "beat n", "stage p", "step r", "close"]
+
+
+# --- the adapters, through the hpcq.telemetry entry points ----------------------------------
+
+
+def _args(**flags: object) -> argparse.Namespace:
+    defaults = {"mqtt_url": None, "metrics_port": None, "metrics_addr": "127.0.0.1"}
+    return argparse.Namespace(namespace="ns", **{**defaults, **flags})
+
+
+def test_the_adapters_come_from_the_entry_points() -> None:
+    from bridges.mqtt_telemetry import MqttFeed, MqttTelemetry
+    from bridges.prom import PromTelemetry
+
+    assert common.load_adapter("mqtt", "--mqtt-url", "mqtt") is MqttTelemetry
+    assert common.load_adapter("prometheus", "--metrics-port", "prometheus") is PromTelemetry
+    feed = common.feed_from_args(_args(mqtt_url="mqtt://127.0.0.1:1883"))
+    assert isinstance(feed, MqttFeed) and feed.settings.namespace == "ns"
+    assert common.feed_from_args(_args()) is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "missing", "line"),
+    [
+        (
+            {"mqtt_url": "mqtt://127.0.0.1:1883"},
+            "aiomqtt",
+            "--mqtt-url needs the mqtt extra (aiomqtt is missing): pip install 'hpcq[mqtt]'",
+        ),
+        (
+            {"metrics_port": 1},
+            "prometheus_client",
+            "--metrics-port needs the prometheus extra (prometheus_client is missing): "
+            "pip install 'hpcq[prometheus]'",
+        ),
+    ],
+    ids=["mqtt", "prometheus"],
+)
+async def test_a_flag_without_its_extra_names_the_install(
+    monkeypatch: pytest.MonkeyPatch, flags: dict[str, object], missing: str, line: str
+) -> None:
+    monkeypatch.setitem(sys.modules, missing, None)  # as if not installed
+    for adapter in ("bridges.mqtt_telemetry", "bridges.prom"):
+        monkeypatch.delitem(sys.modules, adapter, raising=False)
+    with pytest.raises(ConfigError) as err:
+        await common.open_telemetry(_args(**flags))
+    assert str(err.value) == line
+    if missing == "aiomqtt":  # `hpcq status --watch --mqtt-url` says the same, and more
+        with pytest.raises(ConfigError) as err:
+            common.feed_from_args(_args(**flags))
+        assert str(err.value).startswith(line + ", or leave --mqtt-url out")
+
+
+def test_a_missing_entry_point_says_to_reinstall(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(common, "entry_points", lambda **_: [])
+    with pytest.raises(ConfigError, match=r"no 'mqtt' adapter in the hpcq\.telemetry entry points"):
+        common.load_adapter("mqtt", "--mqtt-url", "mqtt")

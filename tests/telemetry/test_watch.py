@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipeline.helpers import NODE_CLASS, fast_url
 
-from bridges.mqtt_telemetry import FeedState, MqttFeed
+from bridges.mqtt_telemetry import MqttFeed
 from hpcq.pipeline import telemetry as t
 from hpcq.pipeline.messages import Heartbeat, StageUpdate
 from hpcq.pipeline.status import BrokerView, QueueInfo
@@ -72,7 +72,7 @@ def test_mqtt_nodes_win_and_a_will_keeps_the_last_figures() -> None:
     feed.feed(topics.node("a:1"), t.encode(will), received_at=NOW)
     row, _ = gather("ns", broker_view(), feed.state, WatchSettings(), now=NOW).nodes
     assert (row.state, row.slots, row.busy, row.done) == ("offline", 4, 0, 11)
-    down = FeedState({}, {}, {}, connected=False, error="refused")
+    down = t.FeedState({}, {}, {}, connected=False, error="refused")
     assert any("refused" in n for n in gather("ns", broker_view(), down, WatchSettings()).notes)
 
 

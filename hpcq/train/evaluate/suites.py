@@ -12,13 +12,13 @@ quietly list a training problem, nor a training suite a held-out one.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from hpcq.errors import ConfigError, InputError
 from hpcq.eval.problems import Problem, load_problem
+from hpcq.tomlfile import read_toml
 
 Split = Literal["train", "held-out"]
 SPLITS: tuple[Split, ...] = ("train", "held-out")
@@ -52,10 +52,7 @@ def load_suite(name_or_path: str, kernels_dir: Path) -> Suite:
             f"unknown suite {name_or_path!r}; known suites: {known} "
             f"(files under {suites_dir(kernels_dir)}), or give the path of a suite TOML"
         )
-    try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    data = read_toml(path, "suite")
     split = data.get("split")
     if split not in SPLITS:
         raise ConfigError(f"{path}: split must be one of {', '.join(SPLITS)}, got {split!r}")
