@@ -42,8 +42,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bridges.demo import Children, _delete_queues, ensure_broker  # noqa: E402
+from hpcq.cli.common import add_amqp_url_arg  # noqa: E402
 from hpcq.eval.settings import load_settings  # noqa: E402
-from hpcq.pipeline.broker import DEFAULT_AMQP_URL  # noqa: E402
 from hpcq.train import metrics  # noqa: E402
 
 
@@ -214,7 +214,7 @@ def main() -> int:
     p.add_argument("--modes", default=",".join(MODES), help=f"some of {', '.join(MODES)}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="")
-    p.add_argument("--amqp-url", default=os.environ.get("HPCQ_AMQP_URL", DEFAULT_AMQP_URL))
+    add_amqp_url_arg(p)
     args = p.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or any(m not in MODES for m in modes):

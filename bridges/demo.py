@@ -35,9 +35,9 @@ from types import FrameType
 
 from yarl import URL
 
+from hpcq.cli.common import add_amqp_url_arg, add_namespace_arg
 from hpcq.eval.settings import EngineSettings, load_settings
 from hpcq.outcome import Constraints, EvalRequest
-from hpcq.pipeline.broker import DEFAULT_AMQP_URL
 from hpcq.train import metrics
 from hpcq.train import report as run_report
 
@@ -287,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="", help="default: the bootstrap model (built if missing)")
     p.add_argument("--runs-dir", default=str(REPO / "runs"))
     p.add_argument("--problems", default="dgemm-256")
-    p.add_argument("--namespace", default="", help="default: the run id")
-    p.add_argument("--amqp-url", default=env("HPCQ_AMQP_URL", DEFAULT_AMQP_URL))
+    add_namespace_arg(p, own_default="")  # "": the run id
+    add_amqp_url_arg(p)
     p.add_argument("--cache-dir", default=env("HPCQ_CACHE_DIR"), help="model, peak, results")
     p.add_argument(
         "--sqd",

@@ -52,11 +52,20 @@ def settings_from(args: argparse.Namespace) -> EngineSettings:
     return load_settings(Path(args.config) if args.config else None, **overrides)
 
 
-def add_namespace_arg(p: argparse.ArgumentParser) -> None:
+def add_namespace_arg(p: argparse.ArgumentParser, own_default: str | None = None) -> None:
+    """--namespace, defaulting to HPCQ_NAMESPACE or "hpcq". A tool with a namespace of its
+    own (the demo: one per run, whose queues it deletes at the end) passes `own_default`,
+    and then the environment is not read: it must not land on a shared namespace."""
+    if own_default is None:
+        default = os.environ.get("HPCQ_NAMESPACE", "hpcq")
+        said = "env HPCQ_NAMESPACE; default hpcq"
+    else:
+        default = own_default
+        said = f"default {own_default}" if own_default else "default: one of the command's own"
     p.add_argument(
         "--namespace",
-        default=os.environ.get("HPCQ_NAMESPACE", "hpcq"),
-        help="prefix of every queue and exchange (env HPCQ_NAMESPACE; default hpcq)",
+        default=default,
+        help=f"prefix of every queue and exchange ({said})",
     )
 
 
