@@ -37,6 +37,7 @@ from yarl import URL
 
 from hpcq.cli.common import add_amqp_url_arg, add_namespace_arg
 from hpcq.eval.settings import EngineSettings, load_settings
+from hpcq.logs import setup_logging
 from hpcq.outcome import Constraints, EvalRequest
 from hpcq.train import metrics
 from hpcq.train import report as run_report
@@ -319,7 +320,11 @@ def main(argv: list[str] | None = None) -> int:
         help="after training, evaluate the initial vs the trained model on the held-out suite "
         "with K samples per problem; 0 skips it (env DEMO_EVAL=0, DEMO_EVAL_K)",
     )
-    return run(p.parse_args(argv))
+    args = p.parse_args(argv)
+    # The demo's own lines are its output; the library's log lines (the producer and
+    # `hpcq evaluate` run in this process) only from warnings up, unless asked for.
+    setup_logging(env("HPCQ_LOG_LEVEL", "warning"))
+    return run(args)
 
 
 if __name__ == "__main__":

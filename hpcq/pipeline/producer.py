@@ -126,6 +126,7 @@ class Producer:
         self._link: Link | None = None
         self._exchanges: Exchanges | None = None
         self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
         self._counts = dict.fromkeys(
             ("published", "results", "duplicates", "unknown", "retries", "left_out"), 0
         )
@@ -143,7 +144,7 @@ class Producer:
         )
         self._queue = queue
         await link.channel.set_qos(prefetch_count=self.settings.results_prefetch)
-        await queue.consume(self._on_result)
+        self._consumer_tag = await queue.consume(self._on_result)
         self._spawn(self._watch_deadlines())
 
     async def close(self) -> None:
@@ -153,6 +154,10 @@ class Producer:
         if self._link is not None:
             if self.settings.delete_queue_on_close and self._queue is not None:
                 try:
+                    # Stop consuming first: a queue deleted under its consumer makes the
+                    # broker cancel it, which aio-pika reports as a warning.
+                    if self._consumer_tag is not None:
+                        await asyncio.wait_for(self._queue.cancel(self._consumer_tag), 10)
                     await asyncio.wait_for(self._queue.delete(if_unused=False, if_empty=False), 10)
                 except Exception as exc:  # it expires by itself (x-expires)
                     log.warning("results queue not deleted", error=repr(exc))
