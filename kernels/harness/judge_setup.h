@@ -65,6 +65,7 @@ typedef struct {
     dvec full_calls; /* 1-based indices of benchmark calls (warm-ups first) fully compared */
     double freivalds_max, full_max, cpu_s, wall_s; /* NAN prints as null */
     double gap_cpu_max_s;  /* most runner CPU seen between a DONE and the next GO */
+    double gap_cpu_forgiven_s; /* the one gap over the allowance forgiven (0: none) */
     int exit_code, signal; /* -1 prints as null */
     int full_checks, seccomp_filters;
 } result;
@@ -89,6 +90,7 @@ typedef struct {
     double t_start, t_spawn, deadline, iter_s;
     uint64_t seed_state;
     char last_call[128];
+    char gap_forgiven_after[128]; /* the call after which the forgiven gap came */
 } judge;
 
 static double now_s(void)
@@ -472,6 +474,8 @@ static void print_json(judge *J)
     json_num(f, r->full_max);
     fputs(", \"gap_cpu_max_s\": ", f);
     json_num(f, r->gap_cpu_max_s);
+    fputs(", \"gap_cpu_forgiven_s\": ", f);
+    json_num(f, r->gap_cpu_forgiven_s);
     json_int(f, "full_checks", r->full_checks);
     json_int(f, "seccomp_filters", r->seccomp_filters);
     fputs("}\n", f);

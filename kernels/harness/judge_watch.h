@@ -209,21 +209,36 @@ static int freeze_runner(judge *J)
 static void thaw_runner(judge *J) { kill(J->runner, SIGCONT); }
 
 /* Runner CPU spent since the last DONE must stay within the gap allowance: after DONE
- * the runner only returns to its read() of the next GO. */
+ * the runner only returns to its read() of the next GO.
+ *
+ * One excess per run is forgiven (and reported as gap_cpu_forgiven_s): in a virtual
+ * machine the host may deschedule the vCPU for milliseconds, and the guest books that
+ * time to whatever thread was current, here the runner on its way back to read() (seen
+ * once in a CI run: 4.88 ms after an honest 2.2 ms call). Work done outside the timed call
+ * on purpose repeats on every call and is caught the second time; a single call's
+ * offloaded work cannot move the median figure, and its outputs were snapshotted at DONE. */
 static int gap_ok(judge *J)
 {
     double now = runner_cpu_s(J), gap = now - J->cpu_at_done;
     if (!isfinite(gap))
         return 1; /* the runner is gone: the death is reported by the call itself */
-    J->r.gap_cpu_max_s = fmax(J->r.gap_cpu_max_s, gap);
     double allowed = J->o.gap_cpu_abs_s + J->o.gap_cpu_frac * J->last_call_s;
-    if (gap <= allowed)
+    if (gap <= allowed) {
+        J->r.gap_cpu_max_s = fmax(J->r.gap_cpu_max_s, gap);
         return 1;
+    }
+    if (J->r.gap_cpu_forgiven_s == 0) {
+        J->r.gap_cpu_forgiven_s = gap;
+        snprintf(J->gap_forgiven_after, sizeof J->gap_forgiven_after, "%s", J->last_call);
+        return 1;
+    }
+    J->r.gap_cpu_max_s = fmax(J->r.gap_cpu_max_s, gap);
     kill_sandbox(J);
     return fail(J, "violation",
                 "the kernel kept running between calls: %.2f ms of CPU after %s returned "
-                "(allowed %.2f ms): work outside the timed call",
-                gap * 1e3, J->last_call, allowed * 1e3), 0;
+                "(allowed %.2f ms), and %.2f ms after %s before: work outside the timed call",
+                gap * 1e3, J->last_call, allowed * 1e3, J->r.gap_cpu_forgiven_s * 1e3,
+                J->gap_forgiven_after), 0;
 }
 
 #endif
