@@ -389,6 +389,31 @@ static int send_go(judge *J, const hq_shape *s)
     return DIED;
 }
 
+/* A call whose outputs were wrong: was its DONE forged? A kernel that takes over the
+ * control protocol writes DONE before computing, and the runner's own DONE follows once
+ * the product is done. Whether the judge's snapshot beat the late product is a race, so
+ * without this look the same attack came out `violation` in one run and `wrong_result`
+ * in another (seen in CI). A second message within 50 ms names it; honest wrong kernels
+ * pay only the wait, and only once per run (the first failure ends the run). */
+static void second_done(judge *J, const char *what)
+{
+    if (!J->r.status || strcmp(J->r.status, "wrong_result") != 0)
+        return;
+    struct pollfd p = {J->done_r, POLLIN, 0};
+    if (poll(&p, 1, 50) <= 0 || !(p.revents & POLLIN))
+        return;
+    hq_status_msg m;
+    if (read(J->done_r, &m, sizeof m) <= 0)
+        return; /* the pipe closed: the runner died after its wrong answer, nothing more */
+    char wrong[600]; /* the wrong result's own message, shortened to fit in ours */
+    snprintf(wrong, sizeof wrong, "%.599s", J->r.message);
+    kill_sandbox(J);
+    J->r.status = "violation";
+    snprintf(J->r.message, sizeof J->r.message,
+             "a second message on the control pipe after %s, whose DONE came before its "
+             "outputs were written (%.599s): DONE reported by the kernel itself", what, wrong);
+}
+
 /* One call: fresh inputs, clock, inputs visible, GO, wait for DONE under the call
  * timeout, snapshot, verify. `full`: 1 always, 0 never, -1 drawn after the call. */
 static int do_call(judge *J, const hq_shape *s, const char *what, int full, double *dt)
@@ -430,7 +455,10 @@ static int do_call(judge *J, const hq_shape *s, const char *what, int full, doub
         return fail(J, "timeout", "total timeout of %g s reached %s", J->o.total_timeout_s,
                     during), -1;
     }
-    return verify(J, s, what, full);
+    if (verify(J, s, what, full) == 0)
+        return 0;
+    second_done(J, what);
+    return -1;
 }
 
 /* ---------------------------------------------------------------- schedule */
