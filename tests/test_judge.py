@@ -107,17 +107,17 @@ async def test_an_honest_kernel_does_no_work_between_calls(
     assert v.gap_cpu_max_s <= engine_settings.measure.gap_cpu_s
 
 
-async def test_one_gap_over_the_allowance_is_forgiven_a_second_is_not(
+async def test_rare_gaps_over_the_allowance_are_forgiven_a_habit_is_not(
     engine_settings: EngineSettings,
 ) -> None:
     """With no allowance at all, the runner's own return to read() after DONE is over it
-    on every call: the first excess is forgiven (a VM's vCPU stall books host time to the
-    runner), the second is the violation, and the message names both."""
+    after every call: the first excesses are forgiven (a VM's vCPU stall books host time
+    to the runner), but not in more than 1 + 1/4 of the gaps."""
     strict = _with_measure(engine_settings, gap_cpu_s=0.0, gap_cpu_fraction=0.0)
     v = await judge(strict, IKJ)
     assert v.status == "violation", v.message
-    assert "kept running between calls" in v.message and " before: " in v.message
-    assert v.gap_cpu_forgiven_s > 0
+    assert "kept running between calls" in v.message and "over the allowance in" in v.message
+    assert v.gap_cpu_forgiven_s > 0 and v.gap_excess_calls >= 2
 
 
 async def test_stalling_after_a_correct_call_is_a_timeout(engine_settings: EngineSettings) -> None:

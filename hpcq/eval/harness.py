@@ -156,9 +156,10 @@ class JudgeVerdict:
     wall_s: float
     signal: int | None
     gap_cpu_max_s: float = 0.0  # most runner CPU seen between a DONE and the next GO
-    # The one gap over the allowance forgiven per run (a VM's vCPU stall; a second is a
-    # violation): kernels/harness/judge_watch.h, gap_ok.
+    # Gaps over the allowance forgiven (a VM's vCPU stall): the largest, and how many calls
+    # had one; in more than 1 + 1/4 of the gaps it is a violation (judge_watch.h, gap_ok).
     gap_cpu_forgiven_s: float = 0.0
+    gap_excess_calls: int = 0
     full_check_calls: tuple[int, ...] = ()  # benchmark calls fully compared (drawn at random)
     seccomp_filters: int | None = None  # counted from outside once the runner was READY
 
@@ -184,6 +185,7 @@ def parse_verdict(stdout: bytes) -> JudgeVerdict:
             signal=d.get("signal"),
             gap_cpu_max_s=float(d.get("gap_cpu_max_s") or 0.0),
             gap_cpu_forgiven_s=float(d.get("gap_cpu_forgiven_s") or 0.0),
+            gap_excess_calls=int(d.get("gap_excess_calls") or 0),
             full_check_calls=tuple(int(i) for i in d.get("full_check_calls", [])),
             seccomp_filters=d.get("seccomp_filters"),
         )

@@ -65,9 +65,10 @@ typedef struct {
     dvec full_calls; /* 1-based indices of benchmark calls (warm-ups first) fully compared */
     double freivalds_max, full_max, cpu_s, wall_s; /* NAN prints as null */
     double gap_cpu_max_s;  /* most runner CPU seen between a DONE and the next GO */
-    double gap_cpu_forgiven_s; /* the one gap over the allowance forgiven (0: none) */
+    double gap_cpu_forgiven_s; /* the largest gap over the allowance forgiven (0: none) */
     int exit_code, signal; /* -1 prints as null */
     int full_checks, seccomp_filters;
+    int gap_excess_calls; /* calls followed by a gap over the allowance (forgiven or not) */
 } result;
 
 typedef struct {
@@ -90,7 +91,6 @@ typedef struct {
     double t_start, t_spawn, deadline, iter_s;
     uint64_t seed_state;
     char last_call[128];
-    char gap_forgiven_after[128]; /* the call after which the forgiven gap came */
 } judge;
 
 static double now_s(void)
@@ -476,6 +476,7 @@ static void print_json(judge *J)
     json_num(f, r->gap_cpu_max_s);
     fputs(", \"gap_cpu_forgiven_s\": ", f);
     json_num(f, r->gap_cpu_forgiven_s);
+    json_int(f, "gap_excess_calls", r->gap_excess_calls);
     json_int(f, "full_checks", r->full_checks);
     json_int(f, "seccomp_filters", r->seccomp_filters);
     fputs("}\n", f);

@@ -211,12 +211,15 @@ static void thaw_runner(judge *J) { kill(J->runner, SIGCONT); }
 /* Runner CPU spent since the last DONE must stay within the gap allowance: after DONE
  * the runner only returns to its read() of the next GO.
  *
- * One excess per run is forgiven (and reported as gap_cpu_forgiven_s): in a virtual
- * machine the host may deschedule the vCPU for milliseconds, and the guest books that
- * time to whatever thread was current, here the runner on its way back to read() (seen
- * once in a CI run: 4.88 ms after an honest 2.2 ms call). Work done outside the timed call
- * on purpose repeats on every call and is caught the second time; a single call's
- * offloaded work cannot move the median figure, and its outputs were snapshotted at DONE. */
+ * Some excesses are forgiven, and reported (gap_excess_calls, gap_cpu_forgiven_s): in a
+ * virtual machine the host may deschedule the vCPU for milliseconds, and the guest books
+ * that time to whatever thread was current, here the runner on its way back to read()
+ * (seen in CI: 4.88 ms after an honest 2.2 ms call; 2.62 and 3.77 ms after two calls of
+ * one honest run, never reproduced on a quiet host, where gaps are ~0.05 ms). Work outside
+ * the timed call cannot help any call (the next inputs are published while the runner
+ * is stopped, C was snapshotted at DONE), and every attack of tests/corpus is caught by
+ * another check even with a 1 s allowance; this check bounds the habit: work after more
+ * than 1 + 1/4 of the gaps (after loading and after each call) is the violation. */
 static int gap_ok(judge *J)
 {
     double now = runner_cpu_s(J), gap = now - J->cpu_at_done;
@@ -227,18 +230,20 @@ static int gap_ok(judge *J)
         J->r.gap_cpu_max_s = fmax(J->r.gap_cpu_max_s, gap);
         return 1;
     }
-    if (J->r.gap_cpu_forgiven_s == 0) {
-        J->r.gap_cpu_forgiven_s = gap;
-        snprintf(J->gap_forgiven_after, sizeof J->gap_forgiven_after, "%s", J->last_call);
+    /* gaps so far, this one included: after loading and after each call */
+    long gaps = (long)(J->r.check.n + J->r.warm.n + J->r.times.n) + 1;
+    J->r.gap_excess_calls++;
+    if (J->r.gap_excess_calls <= 1 + gaps / 4) {
+        J->r.gap_cpu_forgiven_s = fmax(J->r.gap_cpu_forgiven_s, gap);
         return 1;
     }
     J->r.gap_cpu_max_s = fmax(J->r.gap_cpu_max_s, gap);
     kill_sandbox(J);
     return fail(J, "violation",
                 "the kernel kept running between calls: %.2f ms of CPU after %s returned "
-                "(allowed %.2f ms), and %.2f ms after %s before: work outside the timed call",
-                gap * 1e3, J->last_call, allowed * 1e3, J->r.gap_cpu_forgiven_s * 1e3,
-                J->gap_forgiven_after), 0;
+                "(allowed %.2f ms), over the allowance in %d of %ld gaps: work outside "
+                "the timed call",
+                gap * 1e3, J->last_call, allowed * 1e3, J->r.gap_excess_calls, gaps), 0;
 }
 
 #endif
