@@ -79,22 +79,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--node-class", default=None, help="default: the settings' node.name")
     p.add_argument("--name", default=None, help="producer name (results queue)")
-    p.add_argument(
-        "--stages",
-        choices=("fixed", "sqd"),
-        default="fixed",
-        help="fixed: every technique allowed; sqd: follow `hpcq sqd` stage updates",
-    )
-    p.add_argument("--sqd-config", default=None, help="with --stages sqd: the SQD TOML")
-    p.add_argument(
-        "--elites-per-prompt",
-        type=int,
-        default=0,
-        metavar="N",
-        help="with --stages sqd: show up to N elites of the problem's archive (allowed by "
-        "its current stage) in each prompt as kernels to improve on (default 0: none)",
-    )
-    add_state_dir_arg(p, "--sqd-state-dir")
+    add_stage_args(p)
     p.add_argument(
         "--allow-held-out",
         action="store_true",
@@ -273,6 +258,27 @@ def check_trainable(problems: Any, allow_held_out: bool) -> None:
             f"--problems: {', '.join(held)} held out for evaluation (held_out = true in the "
             "problem file); train on the training suite, or pass --allow-held-out"
         )
+
+
+def add_stage_args(p: argparse.ArgumentParser) -> None:
+    """Where the prompts' stages come from (--stages, --sqd-config, --elites-per-prompt,
+    --sqd-state-dir): `hpcq producer` and `python -m bridges.trl_train` alike."""
+    p.add_argument(
+        "--stages",
+        choices=("fixed", "sqd"),
+        default="fixed",
+        help="fixed: every technique allowed; sqd: follow `hpcq sqd` stage updates",
+    )
+    p.add_argument("--sqd-config", default=None, help="with --stages sqd: the SQD TOML")
+    p.add_argument(
+        "--elites-per-prompt",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --stages sqd: show up to N elites of the problem's archive (allowed by "
+        "its current stage) in each prompt as kernels to improve on (default 0: none)",
+    )
+    add_state_dir_arg(p, "--sqd-state-dir")
 
 
 def stage_client(args: argparse.Namespace, kernels: Path) -> StageClient | None:

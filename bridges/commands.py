@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bridges import cli_evaluate, cli_train
@@ -35,26 +34,21 @@ def missing_ml(exc: ModuleNotFoundError, command: str) -> ConfigError | None:
     )
 
 
-def needs_ml(func: Callable[..., Any], command: str) -> Callable[..., Any]:
-    """`func` (a command handler, sync or async) with a missing ML package reported as a
-    ConfigError (exit 2) instead of a traceback."""
-    if inspect.iscoroutinefunction(func):
-
-        @functools.wraps(func)
-        async def run_async(args: argparse.Namespace) -> Any:
-            try:
-                return await func(args)
-            except ModuleNotFoundError as exc:
-                raise (missing_ml(exc, command) or exc) from exc
-
-        return run_async
+def needs_ml(
+    func: Callable[[argparse.Namespace], Awaitable[Any]], command: str
+) -> Callable[[argparse.Namespace], Awaitable[Any]]:
+    """`func` (an async command handler, as all of these are) with a missing ML package
+    reported as a ConfigError (exit 2) instead of a traceback."""
 
     @functools.wraps(func)
-    def run(args: argparse.Namespace) -> Any:
+    async def run(args: argparse.Namespace) -> Any:
         try:
-            return func(args)
+            return await func(args)
         except ModuleNotFoundError as exc:
-            raise (missing_ml(exc, command) or exc) from exc
+            error = missing_ml(exc, command)
+            if error is None:
+                raise  # not the ml extra: a real bug, with its own traceback
+            raise error from exc
 
     return run
 

@@ -214,6 +214,7 @@ def last_checkpoint(out_dir: Path) -> tuple[Path, int] | None:
 
 
 def parser() -> argparse.ArgumentParser:
+    from bridges.cli_train import add_stage_args
     from hpcq.cli.common import add_broker_args
 
     p = argparse.ArgumentParser(prog="python -m bridges.trl_train", description=__doc__)
@@ -229,8 +230,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--node-class", default=None, help="default: this machine's [node] name")
     p.add_argument("--name", default=None, help="producer name prefix (default trl-<run id>)")
-    p.add_argument("--stages", choices=("fixed", "sqd"), default="fixed")
-    p.add_argument("--sqd-config", default=None, help="with --stages sqd: the SQD TOML")
+    add_stage_args(p)
     p.add_argument(
         "--cache-dir",
         default=os.environ.get("HPCQ_CACHE_DIR"),
@@ -250,18 +250,6 @@ def _settings(args: argparse.Namespace) -> TrainSettings:
             steps=args.steps, group_size=args.group_size, prompts_per_step=args.prompts_per_step
         ),
     )
-
-
-def _stage_client(args: argparse.Namespace, kernels: Path) -> Any:
-    """`--stages sqd`: a StageClient (started later, on TRL's event loop); else None."""
-    if args.stages != "sqd":
-        return None
-    from hpcq.cli.common import broker_from_args
-    from hpcq.sqd.client import StageClient
-    from hpcq.sqd.stages import default_config_path, load_config
-
-    path = Path(args.sqd_config) if args.sqd_config else default_config_path(kernels)
-    return StageClient(broker_from_args(args), args.namespace, load_config(path))
 
 
 def _report(run_dir: Path, run_id: str, sqd: bool) -> None:
@@ -311,7 +299,9 @@ def train(args: argparse.Namespace, processes: int) -> Path:
         metrics.truncate_after(run_dir, resume[1] if resume else 0)
     if settings.policy.threads:
         torch.set_num_threads(settings.policy.threads)
-    client = _stage_client(args, kernels)
+    from bridges.cli_train import stage_client
+
+    client = stage_client(args, kernels)  # started later, on TRL's event loop
     reward = PipelineReward(
         broker_from_args(args),
         topology_from_args(args),

@@ -78,6 +78,9 @@ from hpcq.pipeline.messages import Record
 
 log = structlog.get_logger()
 
+# A settle that raises these did not happen: the delivery's channel is gone.
+_UNSETTLED = (MessageProcessError, *CONNECTION_EXCEPTIONS)
+
 REASON_HEADER = "x-hpcq-reason"
 """Header of a message hpcq dead-lettered itself. Broker-side dead-lettering (delivery
 limit exceeded) carries `x-first-death-reason` and `x-death` instead."""
@@ -128,7 +131,7 @@ async def settle(
             await message.nack(requeue=True)
         else:
             await _dead_letter(message, verdict.reason, dead_letter)
-    except (MessageProcessError, *CONNECTION_EXCEPTIONS) as exc:
+    except _UNSETTLED as exc:
         log.info("delivery not settled; the broker redelivers it", error=repr(exc))
 
 
@@ -153,8 +156,6 @@ async def _dead_letter(
 # --- stream deliveries (rules in the module docstring) -------------------------------------
 
 _OFFSET_HEADER = "x-stream-offset"  # set by RabbitMQ on every stream delivery
-
-_UNSETTLED = (MessageProcessError, *CONNECTION_EXCEPTIONS)
 
 
 @dataclass(frozen=True)
